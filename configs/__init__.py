@@ -1,0 +1,1 @@
+"""YAML presets shipped with samtrack (installed as ``samtrack.configs``)."""

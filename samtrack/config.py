@@ -1,0 +1,252 @@
+"""Typed configuration: dataclasses loaded from YAML presets with ``--set`` overrides.
+
+Every knob of the pipeline lives here, so a preset file fully describes a run. Loading is
+strict: an unknown key or a value of the wrong type is a :class:`ConfigError` that names the
+file and the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .errors import ConfigError
+
+PointMethod = Literal["random", "kmedoids", "shi-tomasi", "mixed"]
+
+
+@dataclass
+class SamplingConfig:
+    """How query points are drawn from a mask."""
+
+    positive_method: PointMethod = "kmedoids"
+    negative_method: PointMethod = "mixed"
+    n_positive: int = 8
+    n_negative: int = 1
+    # Other objects' positive points double as this object's negatives (SAM-PT does this).
+    other_objects_as_negative: bool = True
+    # K-Medoids runs on at most this many mask pixels, drawn at random, to bound its cost.
+    kmedoids_max_pixels: int = 1000
+    # Shi-Tomasi corners come from the mask eroded by this many pixels (skipped when too thin).
+    shi_tomasi_erode: int = 3
+    # Negatives are drawn from a band this many pixels wide outside the mask ("mixed" also
+    # draws from anywhere outside it).
+    negative_band: int = 32
+    # With user clicks, also add points sampled from the first SAM mask to the clicks.
+    extra_points_from_clicks: bool = False
+    seed: int = 0
+
+
+@dataclass
+class LKConfig:
+    """Pyramidal Lucas-Kanade parameters (OpenCV)."""
+
+    win_size: int = 21
+    max_level: int = 3
+    max_iters: int = 30
+    epsilon: float = 0.01
+    # A point whose forward-backward round trip misses by more than this (pixels) is lost.
+    fb_threshold: float = 1.5
+    # Tracks on frames downscaled so that their longest side is at most this (0 = as given).
+    longest_side: int = 0
+
+
+@dataclass
+class TrackerConfig:
+    name: str = "lk"
+    # Frames per tracker call when re-initialisation is off (bounds memory on long videos).
+    window: int = 16
+    lk: LKConfig = field(default_factory=LKConfig)
+
+
+@dataclass
+class SegmenterConfig:
+    name: str = "mobilesam-onnx"
+    # A directory or file with the weights; None = the weights cache (fetched on first use).
+    checkpoint: str | None = None
+    # onnxruntime intra-op threads; None = onnxruntime's default (all cores).
+    threads: int | None = None
+
+
+@dataclass
+class DecodeConfig:
+    """SAM-PT's decoder passes per object and frame."""
+
+    # Pass 2: positives + negatives, prompted with pass 1's low-res logits.
+    use_negative_pass: bool = True
+    # Further passes that add the current mask's box and the previous low-res logits.
+    refine_iters: int = 2
+    # A mask whose predicted IoU is below this is dropped (the object is empty on that frame).
+    iou_threshold: float = 0.0
+    # Foreground floor for merging objects: a pixel is background unless some object's logit
+    # exceeds it.
+    merge_threshold: float = 0.0
+
+
+@dataclass
+class ReinitConfig:
+    # Re-sample query points from the predicted mask every h frames (0 = never).
+    every: int = 8
+    # An object whose mask emptied is re-sampled from its last non-empty mask at the next
+    # re-initialisation instead of staying empty forever.
+    recover_lost: bool = True
+
+
+@dataclass
+class VideoConfig:
+    start: int = 0
+    stride: int = 1
+    max_frames: int | None = None
+    # Resize frames so their longest side is at most this for processing (None = as is);
+    # masks are written back at the original size.
+    longest_side: int | None = None
+
+
+@dataclass
+class OutputConfig:
+    overlay: bool = True
+    tracks: bool = True
+    overlay_alpha: float = 0.5
+    point_radius: int = 4
+
+
+@dataclass
+class Config:
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    reinit: ReinitConfig = field(default_factory=ReinitConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def validate(self) -> "Config":
+        """Check value ranges the types cannot express; returns self."""
+        checks = [
+            (self.sampling.n_positive >= 1, "sampling.n_positive must be >= 1"),
+            (self.sampling.n_negative >= 0, "sampling.n_negative must be >= 0"),
+            (self.sampling.kmedoids_max_pixels >= 1, "sampling.kmedoids_max_pixels must be >= 1"),
+            (self.tracker.window >= 2, "tracker.window must be >= 2"),
+            (self.tracker.lk.win_size >= 3, "tracker.lk.win_size must be >= 3"),
+            (self.tracker.lk.fb_threshold > 0, "tracker.lk.fb_threshold must be > 0"),
+            (self.decode.refine_iters >= 0, "decode.refine_iters must be >= 0"),
+            (self.reinit.every >= 0, "reinit.every must be >= 0 (0 = off)"),
+            (self.video.start >= 0, "video.start must be >= 0"),
+            (self.video.stride >= 1, "video.stride must be >= 1"),
+            (self.video.max_frames is None or self.video.max_frames >= 1, "video.max_frames must be >= 1"),
+            (self.video.longest_side is None or self.video.longest_side >= 16, "video.longest_side must be >= 16"),
+            (0.0 <= self.output.overlay_alpha <= 1.0, "output.overlay_alpha must be in [0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS = ("sam_pt", "sam_pt_reinit", "fast")
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a config from a preset name or a YAML file, then apply ``key.path=value`` overrides.
+
+    ``None`` gives the built-in defaults (which equal the ``sam_pt_reinit`` preset).
+    """
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if source is not None:
+        text, origin = _read_source(source)
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"not valid YAML ({_one_line(exc)})", origin) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("top level must be a mapping of sections", origin)
+        data = loaded
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        _set_path(data, key.strip().split("."), value, f"--set {item}")
+    return _build(Config, data, origin if source is not None else "--set").validate()
+
+
+def _read_source(source: str | Path) -> tuple[str, str]:
+    name = str(source)
+    if name in PRESETS:
+        return resources.files("samtrack.configs").joinpath(f"{name}.yaml").read_text(), f"preset {name}"
+    path = Path(name)
+    if not path.is_file():
+        raise ConfigError(f"no such config file or preset (presets: {', '.join(PRESETS)})", path)
+    return path.read_text(), str(path)
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any, where: str) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _build(cls: type, data: Any, origin: str, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'top level'} must be a mapping, got {type(data).__name__}", origin)
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}' (known: {', '.join(sorted(names))})", origin)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, origin, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, origin: str, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, origin, key + ".")
+    origin_tp = get_origin(tp)
+    if origin_tp in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, origin, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin_tp is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(map(str, get_args(tp)))
+            raise ConfigError(f"{key} must be one of {choices}, got {value!r}", origin)
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{key} must be {getattr(tp, '__name__', tp)}, got {value!r}", origin)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,67 @@
+"""Shared fixtures: the real DAVIS slices in ../shared and the real MobileSAM weights.
+
+Tests that need either are skipped with a reason when it is absent (a user's machine), except
+under CI, where ``SAMTRACK_REQUIRE_WEIGHTS=1`` / ``SAMTRACK_REQUIRE_SHARED=1`` turn the skip into
+a failure so that a broken setup cannot pass silently.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SAMTRACK_SHARED", REPO.parent / "shared"))
+DAVIS16 = SHARED / "data" / "davis2016"
+DAVIS16_REF = SHARED / "data" / "davis2016-reference"
+
+
+def _missing(what: str, env: str) -> None:
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{what} is required ({env}=1) but missing")
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="session")
+def davis16() -> Path:
+    """Root of the DAVIS 2016 slices (official layout)."""
+    if not (DAVIS16 / "JPEGImages" / "480p").is_dir():
+        _missing(f"DAVIS 2016 data at {DAVIS16}", "SAMTRACK_REQUIRE_SHARED")
+    return DAVIS16
+
+
+@pytest.fixture(scope="session")
+def davis16_ref() -> Path:
+    if not (DAVIS16_REF / "fseg_per_frame.json").is_file():
+        _missing(f"DAVIS 2016 reference results at {DAVIS16_REF}", "SAMTRACK_REQUIRE_SHARED")
+    return DAVIS16_REF
+
+
+def load_frame(root: Path, seq: str, idx: int) -> np.ndarray:
+    return np.asarray(Image.open(root / "JPEGImages" / "480p" / seq / f"{idx:05d}.jpg").convert("RGB"))
+
+
+def load_gt(root: Path, seq: str, idx: int) -> np.ndarray:
+    return np.asarray(Image.open(root / "Annotations" / "480p" / seq / f"{idx:05d}.png").convert("L")) > 0
+
+
+@pytest.fixture(scope="session")
+def mobilesam_checkpoint() -> Path:
+    """Directory holding the verified MobileSAM ONNX pair from the weights cache (never downloads)."""
+    from samtrack import weights
+
+    try:
+        return weights.cached_path("mobilesam-onnx")
+    except Exception as exc:  # a missing or corrupt cache entry
+        _missing(f"mobilesam-onnx weights ({exc}); run `samtrack weights fetch mobilesam-onnx`", "SAMTRACK_REQUIRE_WEIGHTS")
+        raise
+
+
+@pytest.fixture(scope="session")
+def segmenter(mobilesam_checkpoint: Path):
+    from samtrack.segmenters.mobilesam_onnx import MobileSamOnnx
+
+    return MobileSamOnnx.from_checkpoint(str(mobilesam_checkpoint))
