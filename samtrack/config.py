@@ -81,9 +81,9 @@ class DecodeConfig:
     # Pass 2: positives + negatives, prompted with pass 1's low-res logits.
     use_negative_pass: bool = True
     # Further passes that add the current mask's box and the previous low-res logits.
-    refine_iters: int = 2
+    refine_iters: int = 12
     # A mask whose predicted IoU is below this is dropped (the object is empty on that frame).
-    iou_threshold: float = 0.0
+    iou_threshold: float = 0.7
     # Foreground floor for merging objects: a pixel is background unless some object's logit
     # exceeds it.
     merge_threshold: float = 0.0

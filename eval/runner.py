@@ -1,0 +1,207 @@
+"""Benchmark loops: run the pipeline over a dataset's sequences, resumably, with speed and memory.
+
+A sequence's results are written into a hidden staging folder and renamed into place only once
+every PNG is there, together with a ``run.json`` record (frames, seconds, peak memory, the
+config's fingerprint). ``--resume`` trusts exactly those records and nothing else.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import yaml
+
+from ..config import Config
+from ..errors import InputError
+from ..outputs import atomic_write, write_label_png
+from . import davis
+
+RUN_RECORD = "run.json"
+
+
+@dataclass
+class SequenceRun:
+    """What one sequence's run cost."""
+
+    sequence: str
+    frames: int
+    seconds: float
+    peak_rss_mb: float
+    config_fingerprint: str
+    stages_ms_per_frame: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+def config_fingerprint(config: Config) -> str:
+    """A short hash of everything that changes results (the weights location does not)."""
+    data = config.to_dict()
+    data["segmenter"].pop("checkpoint", None)
+    data["segmenter"].pop("threads", None)
+    data.pop("output", None)
+    return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_run(folder: Path) -> SequenceRun | None:
+    """The record of a finished sequence folder, or None when it is not finished."""
+    path = folder / RUN_RECORD
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return SequenceRun(**data)
+
+
+class PeakMemory:
+    """Peak resident memory of this process while the block runs, sampled every 20 ms.
+
+    ``ru_maxrss`` only ever grows over a process's life, so it cannot give one sequence's peak;
+    sampling /proc does (Linux; elsewhere the process-wide maximum is reported).
+    """
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "PeakMemory":
+        self.peak_mb = _rss_mb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_davis(
+    predictor,
+    root: str | Path,
+    sequences: Sequence[str],
+    year: int,
+    results_dir: str | Path,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: Callable[[str, int], Iterator[None]] | None = None,
+) -> list[SequenceRun]:
+    """Run the semi-supervised protocol: each sequence prompted by its first-frame annotation.
+
+    Args:
+        predictor: a :class:`samtrack.api.VideoPredictor`.
+        root: DAVIS root (official layout).
+        sequences: names to run.
+        year: 2016 or 2017 (which sets how the first annotation is read).
+        results_dir: ``<results_dir>/<seq>/%05d.png`` are written, palette PNGs of object ids.
+        resume: skip sequences already finished with the same config; without it they are redone.
+        progress: optional ``progress(sequence, n_frames)`` returning a callable ticked per frame.
+    """
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = config_fingerprint(predictor.config)
+    runs = []
+    for seq in sequences:
+        done = read_run(results_dir / seq)
+        if resume and done is not None:
+            if done.config_fingerprint != fingerprint:
+                raise InputError(
+                    f"{seq} was run with another config ({done.config_fingerprint}, now {fingerprint}); "
+                    "use another --out or run without --resume",
+                    results_dir,
+                )
+            log(f"{seq}: finished earlier, skipped (--resume)")
+            runs.append(done)
+            continue
+        runs.append(_run_sequence(predictor, root, seq, year, results_dir, fingerprint, progress))
+        run = runs[-1]
+        log(f"{seq}: {run.frames} frames, {run.fps:.2f} fps, peak {run.peak_rss_mb:.0f} MB")
+    return runs
+
+
+def _run_sequence(predictor, root, seq: str, year: int, results_dir: Path, fingerprint: str, progress) -> SequenceRun:
+    frame_paths = davis.frame_paths(root, seq)
+    first_annotation = davis.annotation_paths(root, seq)[0]
+    labels = davis.read_label_png(first_annotation)
+    if year == 2016:
+        labels = (labels > 0).astype(np.uint8)
+    object_ids = [int(i) for i in np.unique(labels) if i not in (0, 255)]
+    if not object_ids:
+        raise InputError("first annotation has no object", first_annotation)
+
+    staging = results_dir / f".{seq}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    tick = progress(seq, len(frame_paths)) if progress else (lambda: None)
+    predictor.pipeline.timings.seconds.clear()
+    start = time.perf_counter()
+    try:
+        with PeakMemory() as memory:
+            state = predictor.init_state(davis.images_dir(root) / seq)
+            for obj_id in object_ids:
+                state.add_objects([_mask_prompt(labels == obj_id, obj_id)], first_annotation)
+            for result in predictor.segment_video(state):
+                stem = frame_paths[result.frame_index].stem
+                write_label_png(staging / f"{stem}.png", result.label_map)
+                tick()
+        seconds = time.perf_counter() - start
+        run = SequenceRun(
+            sequence=seq,
+            frames=len(frame_paths),
+            seconds=round(seconds, 3),
+            peak_rss_mb=round(memory.peak_mb, 1),
+            config_fingerprint=fingerprint,
+            stages_ms_per_frame={k: round(v, 1) for k, v in predictor.timings.per_frame(len(frame_paths)).items()},
+        )
+        with atomic_write(staging / RUN_RECORD, "w") as f:
+            json.dump(asdict(run), f, indent=1)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    final = results_dir / seq
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    return run
+
+
+def _mask_prompt(mask: np.ndarray, obj_id: int):
+    from ..prompts import FramePrompt, ObjectPrompts
+
+    prompt = FramePrompt(frame=0, points=np.zeros((0, 2), np.float32), labels=np.zeros(0, np.int32), mask=mask)
+    return ObjectPrompts(obj_id=obj_id, name=None, prompts=[prompt])
+
+
+def write_runs_csv(runs: Sequence[SequenceRun], path: str | Path) -> None:
+    """Per-sequence speed and memory, plus the stage split, as a CSV (written atomically)."""
+    stages = sorted({s for r in runs for s in r.stages_ms_per_frame})
+    header = ["Sequence", "Frames", "Seconds", "FPS", "PeakRSS-MB", *[f"{s}-ms/frame" for s in stages]]
+    lines = [",".join(header)]
+    for r in runs:
+        values = [r.sequence, str(r.frames), f"{r.seconds:.2f}", f"{r.fps:.3f}", f"{r.peak_rss_mb:.0f}"]
+        values += [f"{r.stages_ms_per_frame.get(s, 0.0):.1f}" for s in stages]
+        lines.append(",".join(values))
+    with atomic_write(Path(path), "w") as f:
+        f.write("\n".join(lines) + "\n")

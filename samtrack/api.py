@@ -1,0 +1,232 @@
+"""The embeddable API, shaped like the SAM 2 video predictor.
+
+    predictor = VideoPredictor.from_config("sam_pt_reinit")
+    state = predictor.init_state("clip.mp4")
+    predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=[[410, 230]], labels=[1])
+    for result in predictor.propagate_in_video(state):
+        result.frame_index, result.label_map, result.mask(1), result.points[1]
+
+Frames are streamed from the video, never all held in memory. Prompts may sit on any frame and
+on several frames per object (later ones act as corrections).
+"""
+from __future__ import annotations
+
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .config import Config, VideoConfig, load_config
+from .errors import InputError
+from .pipeline import FrameResult, SamPt
+from .prompts import FramePrompt, ObjectPrompts, validate_prompts
+from .segmenters import Segmenter, build_segmenter
+from .timing import Timings
+from .trackers import PointTracker, build_tracker
+from .video import VideoReader, open_video, select_frames
+
+
+@dataclass
+class InferenceState:
+    """One video, the frames selected for processing, and the prompts given on it so far."""
+
+    reader: VideoReader
+    frame_indices: list[int]
+    video_config: VideoConfig
+    objects: dict[int, ObjectPrompts] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, video: str | Path | VideoReader, video_config: VideoConfig) -> "InferenceState":
+        """Open a video file or frame folder and select frames by ``video_config``."""
+        reader = video if not isinstance(video, (str, Path)) else open_video(video)
+        v = video_config
+        indices = select_frames(len(reader), v.start, v.stride, v.max_frames, path=reader.info.path)
+        return cls(reader=reader, frame_indices=indices, video_config=video_config)
+
+    @property
+    def video_path(self) -> Path:
+        return self.reader.info.path
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return sorted(self.objects)
+
+    def add_objects(self, objects: Sequence[ObjectPrompts], source: str | Path) -> None:
+        """Validate prompts against this video (``source`` names them in errors) and add them."""
+        info = self.reader.info
+        validate_prompts(list(objects), Path(source), info.n_frames, (info.height, info.width))
+        selected = set(self.frame_indices)
+        v = self.video_config
+        for obj in objects:
+            for prompt in obj.prompts:
+                if prompt.frame not in selected:
+                    raise InputError(
+                        f"object {obj.obj_id}: frame {prompt.frame} is not processed "
+                        f"(start {v.start}, stride {v.stride}, max frames {v.max_frames})",
+                        source,
+                    )
+        for obj in objects:
+            for prompt in obj.prompts:
+                self._add(obj.obj_id, prompt, obj.name)
+
+    def _add(self, obj_id: int, prompt: FramePrompt, name: str | None) -> None:
+        obj = self.objects.get(obj_id)
+        if obj is None:
+            self.objects[obj_id] = ObjectPrompts(obj_id=obj_id, name=name, prompts=[prompt])
+            return
+        obj.prompts = sorted([p for p in obj.prompts if p.frame != prompt.frame] + [prompt], key=lambda p: p.frame)
+        obj.name = name or obj.name
+
+
+class VideoPredictor:
+    """Segments objects through a video from clicks, boxes or masks on any of its frames."""
+
+    def __init__(self, config: Config, segmenter: Segmenter, tracker: PointTracker) -> None:
+        self.config = config
+        self.pipeline = SamPt(segmenter, tracker, config)
+
+    @classmethod
+    def from_config(
+        cls, config: Config | str | Path | None = None, overrides: Sequence[str] = (), log=print
+    ) -> "VideoPredictor":
+        """Build from a :class:`Config`, a preset name or a YAML path (weights fetched on first use)."""
+        if not isinstance(config, Config):
+            config = load_config(config, list(overrides))
+        seg = config.segmenter
+        segmenter = build_segmenter(seg.name, seg.checkpoint, seg.threads, log=log)
+        tracker = build_tracker(config.tracker.name, config=config.tracker.lk)
+        return cls(config, segmenter, tracker)
+
+    @property
+    def timings(self) -> Timings:
+        return self.pipeline.timings
+
+    # ------------------------------------------------------------------ state
+    def init_state(self, video: str | Path | VideoReader) -> InferenceState:
+        """Open a video file or frame folder; frames are selected by ``config.video``."""
+        return InferenceState.open(video, self.config.video)
+
+    def reset_state(self, state: InferenceState) -> None:
+        """Forget every prompt."""
+        state.objects.clear()
+
+    def add_prompts(self, state: InferenceState, objects: Sequence[ObjectPrompts], source: str | Path) -> None:
+        """Add objects loaded from a prompt file (``source`` names it in error messages)."""
+        state.add_objects(objects, source)
+
+    def add_new_points_or_box(
+        self,
+        state: InferenceState,
+        frame_idx: int,
+        obj_id: int,
+        points: Sequence[Sequence[float]] | np.ndarray | None = None,
+        labels: Sequence[int] | np.ndarray | None = None,
+        box: Sequence[float] | np.ndarray | None = None,
+        name: str | None = None,
+    ) -> FrameResult:
+        """Add clicks (1 positive, 0 negative) and/or a box for an object on a frame.
+
+        Clicks on a frame that already has prompts for this object replace them. Returns the
+        segmentation of that frame with its current prompts, for immediate feedback.
+        """
+        xy = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
+        lab = np.ones(len(xy), np.int32) if labels is None else np.asarray(labels, np.int32).reshape(-1)
+        if len(lab) != len(xy):
+            raise InputError(f"{len(xy)} points but {len(lab)} labels")
+        prompt = FramePrompt(
+            frame=frame_idx, points=xy, labels=lab, box=None if box is None else np.asarray(box, np.float32).reshape(4)
+        )
+        return self._add_and_preview(state, obj_id, prompt, name)
+
+    def add_new_mask(self, state: InferenceState, frame_idx: int, obj_id: int, mask: np.ndarray, name: str | None = None) -> FrameResult:
+        """Give an object's mask (bool ``[H, W]`` at the video's size) on a frame."""
+        prompt = FramePrompt(
+            frame=frame_idx, points=np.zeros((0, 2), np.float32), labels=np.zeros(0, np.int32), mask=np.asarray(mask, bool)
+        )
+        return self._add_and_preview(state, obj_id, prompt, name)
+
+    # ------------------------------------------------------------------ propagation
+    def propagate_in_video(self, state: InferenceState, reverse: bool = False) -> Iterator[FrameResult]:
+        """Track and segment every object through the video in one direction.
+
+        Forward, the pass starts at the earliest prompted frame and objects join at their first
+        prompt; later prompts correct them. With ``reverse=True`` the pass runs backward from the
+        latest first prompt, each object starting at its first prompt.
+        """
+        objects = list(state.objects.values())
+        if not objects:
+            raise InputError("no prompts: add points, a box or a mask first", state.video_path)
+        order = state.frame_indices[::-1] if reverse else state.frame_indices
+        yield from self.pipeline.propagate(state.reader, objects, order, reverse=reverse)
+
+    def segment_video(self, state: InferenceState) -> Iterator[FrameResult]:
+        """Every selected frame in order, each object tracked both ways from its first prompt.
+
+        The backward pass runs first and its results wait on disk (not in memory) until the
+        forward pass reaches them; objects from the forward pass take precedence where they meet.
+        """
+        objects = list(state.objects.values())
+        if not objects:
+            raise InputError("no prompts: add points, a box or a mask first", state.video_path)
+        first = {o.obj_id: o.first_frame for o in objects}
+        start = state.frame_indices[0]
+        needs_backward = any(f > start for f in first.values())
+        with tempfile.TemporaryDirectory(prefix="samtrack-backward-") as spill:
+            spilled: set[int] = set()
+            if needs_backward:
+                last_first = max(first.values())
+                order = [i for i in state.frame_indices if i <= last_first][::-1]
+                for result in self.pipeline.propagate(state.reader, objects, order, reverse=True):
+                    # Keep only objects the forward pass will not have on this frame.
+                    _keep_objects(result, {o for o, f in first.items() if f > result.frame_index})
+                    _spill(Path(spill), result)
+                    spilled.add(result.frame_index)
+            earliest = min(first.values())
+            forward = self.pipeline.propagate(state.reader, objects, state.frame_indices)
+            pending = iter(forward)
+            for index in state.frame_indices:
+                backward = _unspill(Path(spill), index) if index in spilled else None
+                current = next(pending) if index >= earliest else None
+                if current is None:
+                    if backward is not None:
+                        yield backward
+                    continue
+                if backward is not None:
+                    _paint_under(current, backward)
+                yield current
+
+    # ------------------------------------------------------------------ helpers
+    def _add_and_preview(self, state: InferenceState, obj_id: int, prompt: FramePrompt, name: str | None) -> FrameResult:
+        state.add_objects([ObjectPrompts(obj_id=obj_id, name=name, prompts=[prompt])], state.video_path)
+        # Preview: decode that one frame with the prompts every object has there.
+        here = [
+            ObjectPrompts(o.obj_id, o.name, [p]) for o in state.objects.values() for p in o.prompts if p.frame == prompt.frame
+        ]
+        return next(self.pipeline.propagate(state.reader, here, [prompt.frame]))
+
+
+def _keep_objects(result: FrameResult, keep: set[int]) -> None:
+    result.label_map = np.where(np.isin(result.label_map, list(keep)), result.label_map, 0).astype(np.uint8)
+    result.points = {o: p for o, p in result.points.items() if o in keep}
+    result.scores = {o: s for o, s in result.scores.items() if o in keep}
+
+
+def _paint_under(current: FrameResult, backward: FrameResult) -> None:
+    """Fill the forward result's background with the backward pass's objects."""
+    fill = (current.label_map == 0) & (backward.label_map > 0)
+    current.label_map[fill] = backward.label_map[fill]
+    current.points.update({o: p for o, p in backward.points.items() if o not in current.points})
+    current.scores.update({o: s for o, s in backward.scores.items() if o not in current.scores})
+
+
+def _spill(folder: Path, result: FrameResult) -> None:
+    with open(folder / f"{result.frame_index}.pkl", "wb") as f:
+        pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unspill(folder: Path, index: int) -> FrameResult:
+    with open(folder / f"{index}.pkl", "rb") as f:
+        return pickle.load(f)

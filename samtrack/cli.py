@@ -1,0 +1,221 @@
+"""The ``samtrack`` command: ``run``, ``eval``, ``weights``, ``config``.
+
+User mistakes end as one line on stderr and exit code 2 (3 for weights problems); only bugs
+show a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable, Sequence
+
+import yaml
+from tqdm import tqdm
+
+from . import __version__
+from .config import PRESETS, Config, load_config
+from .errors import InputError, SamtrackError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except SamtrackError as exc:
+        print(f"samtrack: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("samtrack: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samtrack", description="Zero-shot video object segmentation and tracking.")
+    parser.add_argument("--version", action="version", version=f"samtrack {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+    _add_run(sub)
+    _add_weights(sub)
+    _add_config(sub)
+    from .eval.commands import add_eval_parser
+
+    add_eval_parser(sub, add_config_args)
+    return parser
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """The options every command that runs the pipeline shares."""
+    p.add_argument("--config", default="sam_pt_reinit", help=f"preset ({', '.join(PRESETS)}) or YAML file [sam_pt_reinit]")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set reinit.every=4 (repeatable)")
+    p.add_argument("--checkpoint", help="weights directory to use instead of the cache")
+
+
+def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
+    overrides = list(args.overrides) + list(extra)
+    if getattr(args, "checkpoint", None):
+        overrides.append(f"segmenter.checkpoint={args.checkpoint}")
+    return load_config(args.config, overrides)
+
+
+# ---------------------------------------------------------------------- run
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="segment and track objects through a video",
+                       description="Segment and track objects through a video file or a folder of frames.")
+    p.add_argument("input", help="video file (mp4, mov, avi, webm, mkv) or folder of frames")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--points", metavar="JSON", help="clicks.json with objects' points/boxes (see README)")
+    prompt.add_argument("--mask", metavar="PNG", help="mask of the objects (binary, or palette with object ids)")
+    p.add_argument("--mask-frame", type=int, default=0, metavar="N", help="frame the --mask belongs to [0]")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (replaced when the run succeeds)")
+    add_config_args(p)
+    p.add_argument("--start", type=int, help="first frame to process")
+    p.add_argument("--stride", type=int, help="process every N-th frame")
+    p.add_argument("--max-frames", type=int, help="process at most N frames")
+    p.add_argument("--longest-side", type=int, help="resize frames to this longest side for processing")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .api import InferenceState, VideoPredictor
+    from .outputs import StagedOutputDir, TracksRecorder, write_label_png
+    from .prompts import load_clicks, load_mask_prompt
+
+    extra = [f"video.{key}={value}" for key, value in
+             (("start", args.start), ("stride", args.stride), ("max_frames", args.max_frames),
+              ("longest_side", args.longest_side)) if value is not None]
+    if args.no_overlay:
+        extra.append("output.overlay=false")
+    config = config_from_args(args, extra)
+
+    # Everything the user gave us is checked before any model is loaded or file written.
+    prompt_path = Path(args.points or args.mask)
+    objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder", out)
+    state = InferenceState.open(args.input, config.video)
+    state.add_objects(objects, prompt_path)
+    predictor = VideoPredictor.from_config(config, log=_logger(args.quiet))
+    info = state.reader.info
+    names = {o.obj_id: o.name for o in objects}
+
+    started = time.perf_counter()
+    with StagedOutputDir(out) as staging, ExitStack() as stack:
+        (staging / "masks").mkdir()
+        recorder = TracksRecorder(info, names) if config.output.tracks else None
+        overlay = stack.enter_context(_overlay_writer(staging / "overlay.mp4", info.fps, config)) if config.output.overlay else None
+        progress = stack.enter_context(tqdm(total=len(state.frame_indices), unit="frame", desc="samtrack",
+                                            file=sys.stderr, disable=args.quiet))
+        for result in predictor.segment_video(state):
+            with predictor.timings.measure("io"):
+                write_label_png(staging / "masks" / f"{result.frame_index:05d}.png", result.label_map)
+                if recorder is not None:
+                    recorder.add(result)
+                if overlay is not None:
+                    overlay.write(state.reader.read(result.frame_index), result.label_map, _drawings(result))
+            progress.update(1)
+        stack.close()  # finish overlay.mp4 inside the staging folder before it is committed
+        if recorder is not None:
+            recorder.write(staging / "tracks.json")
+        (staging / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    elapsed = time.perf_counter() - started
+
+    n = len(state.frame_indices)
+    stages = ", ".join(f"{k} {v:.0f}" for k, v in predictor.timings.per_frame(n).items())
+    print(f"samtrack: {n} frames, {len(objects)} object(s), {n / elapsed:.2f} fps -> {out}")
+    print(f"  ms/frame: {stages}")
+    return 0
+
+
+def _overlay_writer(path: Path, fps: float, config: Config):
+    from .overlay import OverlayWriter
+
+    return OverlayWriter(path, fps=fps / config.video.stride, alpha=config.output.overlay_alpha,
+                         radius=config.output.point_radius)
+
+
+def _drawings(result):
+    from .overlay import PointsDrawing
+
+    return [PointsDrawing(obj_id=o, xy=p.xy, visible=p.visible, positive=p.labels == 1) for o, p in result.points.items()]
+
+
+def _logger(quiet: bool) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr)
+
+    return log
+
+
+# ---------------------------------------------------------------------- weights
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="list, fetch, import or locate model weights")
+    wsub = p.add_subparsers(metavar="ACTION", required=True)
+    wsub.add_parser("list", help="models and whether they are cached").set_defaults(handler=_weights_list)
+    f = wsub.add_parser("fetch", help="download and verify a model into the cache")
+    f.add_argument("name")
+    f.set_defaults(handler=_weights_fetch)
+    i = wsub.add_parser("import", help="verify and copy a downloaded file into the cache")
+    i.add_argument("file")
+    i.add_argument("--name", default="mobilesam-onnx")
+    i.set_defaults(handler=_weights_import)
+    w = wsub.add_parser("path", help="print the cached model's folder")
+    w.add_argument("name")
+    w.set_defaults(handler=_weights_path)
+
+
+def _weights_list(args: argparse.Namespace) -> int:
+    from . import weights
+
+    for spec in weights.list_models():
+        try:
+            weights.cached_path(spec.name)
+            status = "cached"
+        except SamtrackError:
+            status = "not cached"
+        print(f"{spec.name:20s} {status:11s} {spec.licence:12s} {spec.source}")
+    print(f"cache: {weights.cache_dir()}")
+    return 0
+
+
+def _weights_fetch(args: argparse.Namespace) -> int:
+    from . import weights
+
+    print(weights.fetch(args.name, log=_logger(False)))
+    return 0
+
+
+def _weights_import(args: argparse.Namespace) -> int:
+    from . import weights
+
+    print(weights.import_file(args.name, args.file))
+    return 0
+
+
+def _weights_path(args: argparse.Namespace) -> int:
+    from . import weights
+
+    print(weights.cached_path(args.name))
+    return 0
+
+
+# ---------------------------------------------------------------------- config
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="print the effective config as YAML")
+    p.add_argument("--config", default="sam_pt_reinit", help="preset or YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(handler=lambda a: print(yaml.safe_dump(load_config(a.config, a.overrides).to_dict(), sort_keys=False), end=""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""The SAM-PT loop: query points -> point tracker -> SAM prompts -> masks -> re-initialised points.
+
+One pass walks an ordered list of frames (forward, or backward for objects prompted after the
+start). Frames are processed in tracking windows: the tracker follows every object's points
+through a window, each frame of the window is encoded once and decoded per object, and at the end
+of the window points are re-sampled from the predicted masks (every ``reinit.every`` frames) or
+carried on. A window also ends where a user prompt sits, so that prompts act on their own frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from .config import Config
+from .prompts import FramePrompt, ObjectPrompts
+from .sampling import PointSampler
+from .segmenters import ImageEmbedding, MaskPrediction, Segmenter
+from .timing import Timings
+from .trackers import PointTracker
+from .video import VideoReader, resize_longest_side
+
+
+@dataclass
+class ObjectPoints:
+    """An object's query points on one frame, in pixels of the original frame."""
+
+    xy: np.ndarray  # float32 [N, 2]
+    visible: np.ndarray  # bool [N]
+    labels: np.ndarray  # int32 [N]: 1 positive, 0 negative
+
+
+@dataclass
+class FrameResult:
+    """Everything the pipeline knows about one frame, at the original frame size.
+
+    Attributes:
+        frame_index: index of the frame in the input video.
+        label_map: uint8 ``[H, W]``; 0 background, k object id k. Objects never overlap.
+        points: per object id, its tracked points on this frame.
+        scores: per object id, the segmenter's predicted IoU (absent when no mask was decoded).
+    """
+
+    frame_index: int
+    label_map: np.ndarray
+    points: dict[int, ObjectPoints] = field(default_factory=dict)
+    scores: dict[int, float] = field(default_factory=dict)
+
+    def mask(self, obj_id: int) -> np.ndarray:
+        return self.label_map == obj_id
+
+
+class FrameSource:
+    """Frames of a video at processing size, read on demand and kept only briefly."""
+
+    def __init__(self, reader: VideoReader, longest_side: int | None, timings: Timings) -> None:
+        self.reader = reader
+        self.longest_side = longest_side
+        self.timings = timings
+        info = reader.info
+        self.original_size = (info.height, info.width)
+        probe = resize_longest_side(np.zeros((info.height, info.width), np.uint8), longest_side)
+        self.size = probe.shape[:2]
+        # Processing pixels per original pixel, (x, y).
+        self.scale = np.array([self.size[1] / info.width, self.size[0] / info.height], np.float32)
+        self._cache: dict[int, np.ndarray] = {}
+
+    def get(self, index: int) -> np.ndarray:
+        frame = self._cache.get(index)
+        if frame is None:
+            with self.timings.measure("io"):
+                frame = resize_longest_side(self.reader.read(index), self.longest_side)
+            self._cache[index] = frame
+        return frame
+
+    def keep_only(self, indices: Sequence[int]) -> None:
+        """Forget every cached frame not in ``indices`` (bounds memory to one window)."""
+        for index in [i for i in self._cache if i not in indices]:
+            del self._cache[index]
+
+    def to_original(self, label_map: np.ndarray) -> np.ndarray:
+        if label_map.shape == self.original_size:
+            return label_map
+        height, width = self.original_size
+        return cv2.resize(label_map, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+@dataclass
+class _Track:
+    """The running state of one object during a pass (processing-size coordinates)."""
+
+    obj_id: int
+    xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    visible: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    frames_since_init: int = 0
+    mask: np.ndarray | None = None  # after merging, on the last decoded frame
+    last_good_mask: np.ndarray | None = None
+    score: float | None = None
+
+    def set_points(self, xy: np.ndarray, labels: np.ndarray) -> None:
+        self.xy = xy.astype(np.float32)
+        self.labels = labels.astype(np.int32)
+        self.visible = np.ones(len(xy), bool)
+        self.frames_since_init = 0
+
+    def visible_positives(self) -> np.ndarray:
+        return self.xy[self.visible & (self.labels == 1)]
+
+
+class SamPt:
+    """Segments and tracks objects through a video from their prompts (SAM-PT)."""
+
+    def __init__(self, segmenter: Segmenter, tracker: PointTracker, config: Config) -> None:
+        self.segmenter = segmenter
+        self.tracker = tracker
+        self.config = config
+        self.sampler = PointSampler(config.sampling)
+        self.timings = Timings()
+
+    # ------------------------------------------------------------------ the pass
+    def propagate(
+        self,
+        reader: VideoReader,
+        objects: Sequence[ObjectPrompts],
+        order: Sequence[int],
+        reverse: bool = False,
+    ) -> Iterator[FrameResult]:
+        """Yield one :class:`FrameResult` per frame of ``order``, from the first prompted one on.
+
+        Args:
+            reader: the video.
+            objects: validated prompts (original-frame coordinates).
+            order: frame indices in processing order (ascending; descending when ``reverse``).
+            reverse: a backward pass: only each object's first prompt is used, since later
+                prompts lie behind the pass's direction of travel.
+        """
+        source = FrameSource(reader, self.config.video.longest_side, self.timings)
+        events = self._events(objects, order, reverse)
+        positions = [i for i, frame in enumerate(order) if frame in events]
+        if not positions:
+            return
+        rng = np.random.default_rng(self.config.sampling.seed)
+        tracks: dict[int, _Track] = {}
+
+        pos = positions[0]
+        yield self._emit_prompted(source, order[pos], events[order[pos]], tracks, rng)
+        window = self.config.reinit.every + 1 if self.config.reinit.every > 0 else self.config.tracker.window
+        while pos < len(order) - 1:
+            next_event = next((p for p in positions if p > pos), len(order) - 1)
+            end = min(pos + window - 1, next_event, len(order) - 1)
+            indices = list(order[pos : end + 1])
+            source.keep_only(indices)
+            frames = [source.get(i) for i in indices]
+            paths = self._track_window(frames, tracks)
+            for k in range(1, len(indices)):
+                frame_index = indices[k]
+                for track_id, (xy, visible) in paths.items():
+                    tracks[track_id].xy, tracks[track_id].visible = xy[k], visible[k]
+                    tracks[track_id].frames_since_init += 1
+                if frame_index in events and k == len(indices) - 1:
+                    yield self._emit_prompted(source, frame_index, events[frame_index], tracks, rng)
+                else:
+                    yield self._emit_tracked(source, frame_index, tracks)
+            pos = end
+            self._reinit(source.get(order[pos]), tracks, rng, prompted=events.get(order[pos], {}))
+
+    @staticmethod
+    def _events(objects: Sequence[ObjectPrompts], order: Sequence[int], reverse: bool) -> dict[int, dict[int, FramePrompt]]:
+        """Frame index -> {object id: prompt} for the prompts this pass acts on."""
+        in_order = set(order)
+        events: dict[int, dict[int, FramePrompt]] = {}
+        for obj in objects:
+            for prompt in obj.prompts[:1] if reverse else obj.prompts:
+                if prompt.frame in in_order:
+                    events.setdefault(prompt.frame, {})[obj.obj_id] = prompt
+        return events
+
+    # ------------------------------------------------------------------ tracking
+    def _track_window(self, frames: list[np.ndarray], tracks: dict[int, _Track]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Track every object's visible points through ``frames``; lost points stay lost."""
+        alive = {obj_id: np.flatnonzero(t.visible) for obj_id, t in tracks.items()}
+        queries = np.concatenate(
+            [np.zeros((0, 3), np.float32)]
+            + [np.column_stack([np.zeros(len(idx)), tracks[o].xy[idx]]).astype(np.float32) for o, idx in alive.items()]
+        )
+        with self.timings.measure("tracker"):
+            result = self.tracker.track(frames, queries)
+        paths: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        offset = 0
+        for obj_id, idx in alive.items():
+            track = tracks[obj_id]
+            xy = np.repeat(track.xy[None], len(frames), axis=0)
+            visible = np.zeros((len(frames), len(track.xy)), bool)
+            xy[:, idx] = result.points[:, offset : offset + len(idx)]
+            visible[:, idx] = result.visible[:, offset : offset + len(idx)]
+            offset += len(idx)
+            paths[obj_id] = (xy, visible)
+        return paths
+
+    def _reinit(self, image: np.ndarray, tracks: dict[int, _Track], rng: np.random.Generator, prompted: dict[int, FramePrompt]) -> None:
+        """Re-sample query points where the schedule says so, and bring back lost objects."""
+        every = self.config.reinit.every
+        for obj_id, track in tracks.items():
+            if obj_id in prompted:
+                continue  # points were just set from the user's prompt on this frame
+            has_mask = track.mask is not None and track.mask.any()
+            if has_mask and every > 0 and track.frames_since_init >= every:
+                self._sample(track, track.mask, image, rng)
+            elif not has_mask and self.config.reinit.recover_lost and track.last_good_mask is not None:
+                # The object vanished (occlusion, or every point lost): look for it again where it
+                # was last seen, instead of leaving it empty for the rest of the video.
+                self._sample(track, track.last_good_mask, image, rng)
+
+    def _sample(self, track: _Track, mask: np.ndarray, image: np.ndarray, rng: np.random.Generator) -> None:
+        with self.timings.measure("sampling"):
+            xy, labels = self.sampler.sample(mask, image, rng)
+        track.set_points(xy, labels)
+
+    # ------------------------------------------------------------------ decoding
+    def _emit_prompted(
+        self,
+        source: FrameSource,
+        frame_index: int,
+        prompts: dict[int, FramePrompt],
+        tracks: dict[int, _Track],
+        rng: np.random.Generator,
+    ) -> FrameResult:
+        """Decode a frame on which the user prompted some objects (others continue tracking)."""
+        image = source.get(frame_index)
+        given_masks: dict[int, np.ndarray] = {}
+        clicks: dict[int, FramePrompt] = {}
+        for obj_id, prompt in prompts.items():
+            tracks.setdefault(obj_id, _Track(obj_id))
+            if prompt.mask is not None:
+                given_masks[obj_id] = _resize_mask(prompt.mask, source.size)
+            else:
+                clicks[obj_id] = prompt
+                scaled = prompt.points * source.scale
+                tracks[obj_id].set_points(scaled, prompt.labels)
+        result = self._decode_frame(source, frame_index, tracks, given_masks, clicks)
+        for obj_id in prompts:
+            track = tracks[obj_id]
+            if obj_id in given_masks:
+                self._sample(track, track.mask, image, rng)
+            elif self.config.sampling.extra_points_from_clicks and track.mask is not None and track.mask.any():
+                xy, labels = self.sampler.sample(track.mask, image, rng)
+                track.set_points(np.concatenate([track.xy, xy]), np.concatenate([track.labels, labels]))
+        # The points drawn for a prompted frame are the ones tracking starts from.
+        result.points = {o: self._points_out(t, source) for o, t in tracks.items()}
+        return result
+
+    def _emit_tracked(self, source: FrameSource, frame_index: int, tracks: dict[int, _Track]) -> FrameResult:
+        return self._decode_frame(source, frame_index, tracks, {}, {})
+
+    def _decode_frame(
+        self,
+        source: FrameSource,
+        frame_index: int,
+        tracks: dict[int, _Track],
+        given_masks: dict[int, np.ndarray],
+        clicks: dict[int, FramePrompt],
+    ) -> FrameResult:
+        embedding: ImageEmbedding | None = None
+        logits: dict[int, np.ndarray] = {}
+        scores: dict[int, float] = {}
+        for obj_id, track in tracks.items():
+            if obj_id in given_masks:
+                # A user mask is the answer on its own frame; logits only order it in the merge.
+                logits[obj_id] = np.where(given_masks[obj_id], 1e4, -1e4).astype(np.float32)
+                continue
+            xy, labels = self._prompt_points(obj_id, tracks)
+            box = None
+            if obj_id in clicks and clicks[obj_id].box is not None:
+                box = clicks[obj_id].box * np.tile(source.scale, 2)
+            if not (labels == 1).any() and box is None:
+                continue
+            if embedding is None:
+                with self.timings.measure("encoder"):
+                    embedding = self.segmenter.encode(source.get(frame_index))
+            with self.timings.measure("decoder"):
+                prediction = self._decode_object(embedding, xy, labels, box)
+            if prediction is not None:
+                logits[obj_id] = prediction.logits
+                scores[obj_id] = prediction.iou
+        label_map = merge_logits(logits, source.size, self.config.decode.merge_threshold)
+        for obj_id, track in tracks.items():
+            track.mask = label_map == obj_id
+            track.score = scores.get(obj_id)
+            if track.mask.any():
+                track.last_good_mask = track.mask
+        return FrameResult(
+            frame_index=frame_index,
+            label_map=source.to_original(label_map),
+            points={o: self._points_out(t, source) for o, t in tracks.items()},
+            scores=scores,
+        )
+
+    def _prompt_points(self, obj_id: int, tracks: dict[int, _Track]) -> tuple[np.ndarray, np.ndarray]:
+        """The object's visible points, plus other objects' visible positives as negatives."""
+        track = tracks[obj_id]
+        xy, labels = track.xy[track.visible], track.labels[track.visible]
+        if self.config.sampling.other_objects_as_negative:
+            others = [t.visible_positives() for o, t in tracks.items() if o != obj_id]
+            others = [p for p in others if len(p)]
+            if others:
+                extra = np.concatenate(others)
+                xy = np.concatenate([xy, extra])
+                labels = np.concatenate([labels, np.zeros(len(extra), np.int32)])
+        return xy, labels
+
+    def _decode_object(
+        self, embedding: ImageEmbedding, xy: np.ndarray, labels: np.ndarray, box: np.ndarray | None
+    ) -> MaskPrediction | None:
+        """SAM-PT's decoder passes: positives, then positives + negatives, then box refinements."""
+        cfg = self.config.decode
+        positive = labels == 1
+        if cfg.use_negative_pass and (~positive).any() and positive.any():
+            first = self.segmenter.decode(embedding, xy[positive], labels[positive], box=box)
+            prediction = self.segmenter.decode(embedding, xy, labels, box=box, mask_input=first.low_res_logits)
+        else:
+            prediction = self.segmenter.decode(embedding, xy if len(xy) else None, labels if len(xy) else None, box=box)
+        for _ in range(cfg.refine_iters):
+            refine_box = mask_box(prediction.mask)
+            if refine_box is None:
+                break
+            prediction = self.segmenter.decode(
+                embedding, xy if len(xy) else None, labels if len(xy) else None,
+                box=refine_box, mask_input=prediction.low_res_logits,
+            )
+        if prediction.iou < cfg.iou_threshold:
+            return None
+        return prediction
+
+    @staticmethod
+    def _points_out(track: _Track, source: FrameSource) -> ObjectPoints:
+        return ObjectPoints(xy=track.xy / source.scale, visible=track.visible.copy(), labels=track.labels.copy())
+
+
+def merge_logits(logits: dict[int, np.ndarray], size: tuple[int, int], floor: float) -> np.ndarray:
+    """Merge per-object logits into one label map: argmax over objects above ``floor``."""
+    label_map = np.zeros(size, np.uint8)
+    if not logits:
+        return label_map
+    ids = np.array(list(logits), np.uint8)
+    stack = np.stack(list(logits.values()))
+    best = stack.argmax(axis=0)
+    foreground = np.take_along_axis(stack, best[None], axis=0)[0] > floor
+    label_map[foreground] = ids[best[foreground]]
+    return label_map
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray | None:
+    """The tight box ``(x0, y0, x1, y1)`` of a mask, or None when it has under 2 pixels."""
+    if np.count_nonzero(mask) < 2:
+        return None
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    return np.array([x, y, x + w - 1, y + h - 1], np.float32)
+
+
+def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if mask.shape == size:
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0

@@ -1,0 +1,160 @@
+"""MobileSAM on onnxruntime (CPU): a TinyViT image encoder plus SAM's prompt encoder and mask
+decoder, from the ``mobilesam-onnx`` weights (see :mod:`samtrack.weights`).
+
+The decoder is SAM's standard ONNX export with a single output mask: it takes prompts already
+mapped into the 1024-resized frame and returns logits at the original frame size.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from samtrack import weights
+from samtrack.errors import WeightsError
+
+from . import transforms
+from .base import ImageEmbedding, MaskPrediction
+
+LOW_RES = 256
+_DECODER_INPUTS = {"image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"}
+
+
+class MobileSamOnnx:
+    """The :class:`~samtrack.segmenters.base.Segmenter` for MobileSAM ONNX weights.
+
+    Args:
+        encoder_path: ``encoder.onnx``: ``input`` float32 ``[B, 3, 1024, 1024]`` ->
+            ``output`` float32 ``[B, 256, 64, 64]``.
+        decoder_path: ``sam.onnx``: SAM's ONNX decoder export (single mask).
+        threads: onnxruntime intra-op threads for each session; None = onnxruntime's default.
+    """
+
+    name = "mobilesam-onnx"
+
+    def __init__(self, encoder_path: str | Path, decoder_path: str | Path, threads: int | None = None) -> None:
+        self._encoder = _session(Path(encoder_path), threads)
+        self._decoder = _session(Path(decoder_path), threads)
+        self._encoder_input = self._encoder.get_inputs()[0].name
+        names = {i.name for i in self._decoder.get_inputs()}
+        if names != _DECODER_INPUTS:
+            raise WeightsError(
+                f"not a SAM ONNX decoder (inputs {sorted(names)}, expected {sorted(_DECODER_INPUTS)})", decoder_path
+            )
+        # Constant decoder inputs, allocated once: decode() runs many times per frame.
+        self._no_mask = np.zeros((1, 1, LOW_RES, LOW_RES), dtype=np.float32)
+        self._has_mask = np.ones(1, dtype=np.float32)
+        self._has_no_mask = np.zeros(1, dtype=np.float32)
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str | None, threads: int | None = None, log: weights.Log = weights.log_stderr
+    ) -> "MobileSamOnnx":
+        """Load from a directory holding ``encoder.onnx`` and ``sam.onnx``, or from the weights
+        cache when ``checkpoint`` is None (fetched on first use, with progress told to ``log``)."""
+        directory = weights.resolve(cls.name, checkpoint, log=log)
+        return cls(directory / "encoder.onnx", directory / "sam.onnx", threads=threads)
+
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        """Encode an RGB uint8 ``[H, W, 3]`` frame into a ``[1, 256, 64, 64]`` embedding."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
+        tensor, input_size = transforms.preprocess(image)
+        (features,) = self._encoder.run(None, {self._encoder_input: tensor})
+        return ImageEmbedding(features=features, original_size=image.shape[:2], input_size=input_size)
+
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+    ) -> MaskPrediction:
+        """Predict one mask from points and/or a box (and optionally earlier low-res logits).
+
+        Args:
+            embedding: from :meth:`encode`.
+            points: float ``[N, 2]`` (x, y) pixels of the original frame.
+            labels: int ``[N]``, 1 positive / 0 negative; required with ``points``.
+            box: float ``[4]`` (x0, y0, x1, y1) pixels of the original frame.
+            mask_input: float32 ``[256, 256]`` ``low_res_logits`` of an earlier prediction.
+
+        Returns:
+            logits float32 ``[H, W]`` at the original size, the predicted IoU, and float32
+            ``[256, 256]`` low-res logits.
+
+        Raises:
+            ValueError: no prompt at all, or prompts of the wrong shape or label values.
+        """
+        coords, point_labels = _prompt_arrays(points, labels, box)
+        coords = transforms.apply_coords(coords, embedding.original_size)[None]
+        if mask_input is None:
+            mask, has_mask = self._no_mask, self._has_no_mask
+        else:
+            mask_input = np.asarray(mask_input, dtype=np.float32)
+            if mask_input.shape != (LOW_RES, LOW_RES):
+                raise ValueError(f"mask_input must be [{LOW_RES}, {LOW_RES}], got {mask_input.shape}")
+            mask, has_mask = mask_input.reshape(1, 1, LOW_RES, LOW_RES), self._has_mask
+        masks, iou, low_res = self._decoder.run(
+            None,
+            {
+                "image_embeddings": embedding.features,
+                "point_coords": coords,
+                "point_labels": point_labels[None],
+                "mask_input": mask,
+                "has_mask_input": has_mask,
+                "orig_im_size": np.asarray(embedding.original_size, dtype=np.float32),
+            },
+        )
+        return MaskPrediction(logits=masks[0, 0], iou=float(iou[0, 0]), low_res_logits=low_res[0, 0])
+
+
+def _prompt_arrays(
+    points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stack points and box corners into the decoder's prompt: float32 ``[M, 2]`` (x, y) in
+    original pixels and float32 ``[M]`` labels (1/0 points, 2/3 box corners, -1 padding)."""
+    if points is None and box is None:
+        raise ValueError("decode needs points or a box")
+    coords, kinds = [], []
+    if points is not None:
+        points = np.asarray(points, dtype=np.float32)
+        if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
+            raise ValueError(f"points must be [N, 2] with N >= 1, got {points.shape}")
+        if labels is None:
+            raise ValueError("points need labels (1 positive, 0 negative)")
+        labels = np.asarray(labels)
+        if labels.shape != (len(points),):
+            raise ValueError(f"labels must be [{len(points)}], got {labels.shape}")
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError("labels must be 1 (positive) or 0 (negative)")
+        coords.append(points)
+        kinds.append(labels.astype(np.float32))
+    elif labels is not None:
+        raise ValueError("labels given without points")
+    if box is not None:
+        box = np.asarray(box, dtype=np.float32)
+        if box.shape != (4,):
+            raise ValueError(f"box must be [4] (x0, y0, x1, y1), got {box.shape}")
+        coords.append(box.reshape(2, 2))
+        kinds.append(np.array([2, 3], dtype=np.float32))
+    else:
+        # PyTorch SAM's prompt encoder pads point prompts that come without a box; the ONNX
+        # export leaves that padding point to the caller.
+        coords.append(np.zeros((1, 2), dtype=np.float32))
+        kinds.append(np.array([-1], dtype=np.float32))
+    return np.concatenate(coords), np.concatenate(kinds)
+
+
+def _session(path: Path, threads: int | None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # onnxruntime raises its own pybind exception types (InvalidProtobuf, NoSuchFile, ...),
+    # which share no base class narrower than Exception.
+    except Exception as exc:
+        raise WeightsError(f"cannot load ONNX model ({' '.join(str(exc).split())})", path) from None
