@@ -12,7 +12,7 @@ from ..errors import InputError
 
 
 def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = sub.add_parser("eval", help="run and score benchmarks (DAVIS 2016/2017)")
+    p = sub.add_parser("eval", help="run and score benchmarks (DAVIS 2016/2017; YouTube-VOS, MOSE submissions)")
     esub = p.add_subparsers(metavar="BENCHMARK", required=True)
 
     d = esub.add_parser("davis", help="semi-supervised DAVIS: run, score, write the official CSVs",
@@ -21,6 +21,9 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[
     _dataset_args(d)
     d.add_argument("--out", required=True, metavar="DIR", help="results/ PNGs, CSVs, runs.csv go here")
     d.add_argument("--resume", action="store_true", help="skip sequences already finished with the same config")
+    d.add_argument("--method", choices=("samtrack", "oracle", "copy"), default="samtrack",
+                   help="samtrack (the pipeline), or a reference point: oracle (prompts sampled from every "
+                        "frame's ground truth, same sampler and decoding) or copy (the first mask on every frame)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_args(d)
     d.set_defaults(handler=_davis)
@@ -30,6 +33,25 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[
     _dataset_args(s)
     s.add_argument("--out", metavar="DIR", help="where to write the CSVs [the results folder]")
     s.set_defaults(handler=_score)
+
+    y = esub.add_parser("youtubevos", help="YouTube-VOS 2018/2019: run and write the CodaLab submission zip",
+                        description="Run the pipeline on a YouTube-VOS split, each object prompted by its mask "
+                                    "where it is first annotated, and zip the results as the server expects.")
+    y.add_argument("--root", required=True, metavar="PATH",
+                   help="YouTube-VOS root (<split>/JPEGImages, <split>/Annotations, <split>/meta.json)")
+    y.add_argument("--year", type=int, choices=(2018, 2019), default=2019, help="which release (names the zip) [2019]")
+    y.add_argument("--all-frames", metavar="DIR",
+                   help="folder of <video>/ with every frame (valid_all_frames/JPEGImages) to track on; "
+                        "only the split's frames are written")
+    _submission_args(y, add_config_args)
+    y.set_defaults(handler=_submission, dataset="youtubevos")
+
+    m = esub.add_parser("mose", help="MOSE: run and write the CodaLab submission zip",
+                        description="Run the pipeline on a MOSE split, each object prompted by its first-frame "
+                                    "mask, and zip the results as the server expects.")
+    m.add_argument("--root", required=True, metavar="PATH", help="MOSE root (<split>/JPEGImages, <split>/Annotations)")
+    _submission_args(m, add_config_args)
+    m.set_defaults(handler=_submission, dataset="mose", year=None, all_frames=None)
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -60,24 +82,29 @@ def _davis(args: argparse.Namespace) -> int:
     from ..api import VideoPredictor
     from ..cli import config_from_args
     from . import report, scoring
-    from .runner import run_davis, write_runs_csv
+    from .runner import davis_fingerprint, finished_run, run_davis, write_runs_csv
 
     config = config_from_args(args)
     sequences = _sequences(args)
     out = Path(args.out)
     split = _split_name(args.split)
+    if args.resume:
+        # A resume that mixes configs is refused before the model loads or old scores go.
+        fingerprint = davis_fingerprint(config, args.year, args.method)
+        for seq in sequences:
+            finished_run(out / "results" / seq, fingerprint, resume=True)
     # Scores are always recomputed from the PNGs, so old CSVs can never be mistaken for new ones.
     for stale in (out / f"global_results-{split}.csv", out / f"per-sequence_results-{split}.csv"):
         stale.unlink(missing_ok=True)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    predictor = VideoPredictor.from_config(config, log=log)
+    predictor = VideoPredictor.from_config(config, log=log) if args.method != "copy" else None
 
     def progress(seq: str, n: int):
         bar = tqdm(total=n, desc=seq, unit="frame", file=sys.stderr, disable=args.quiet, leave=False)
         return lambda: bar.update(1)
 
     runs = run_davis(predictor, args.root, sequences, args.year, out / "results", resume=args.resume,
-                     log=log, progress=progress)
+                     log=log, progress=progress, method=args.method)
     write_runs_csv(runs, out / f"runs-{split}.csv")
     result = scoring.score_results(out / "results", args.root, sequences, args.year)
     scoring.write_csvs(result, out, split)
@@ -96,4 +123,50 @@ def _score(args: argparse.Namespace) -> int:
     paths = scoring.write_csvs(result, args.out or args.results, _split_name(args.split))
     print(scoring.format_table(result))
     print("-> " + ", ".join(map(str, paths)))
+    return 0
+
+
+# ---------------------------------------------------------------------- submissions
+def _submission_args(p: argparse.ArgumentParser, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    p.add_argument("--split", default="valid", metavar="NAME", help="split folder under the root [valid]")
+    p.add_argument("--videos", nargs="+", metavar="VIDEO", help="only these videos (a partial submission)")
+    p.add_argument("--out", required=True, metavar="DIR", help="Annotations/, runs CSV and the zip go here")
+    p.add_argument("--resume", action="store_true", help="skip videos already finished with the same config")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_args(p)
+
+
+def _submission(args: argparse.Namespace) -> int:
+    from ..api import VideoPredictor
+    from ..cli import config_from_args
+    from . import report, youtubevos
+    from .runner import finished_run, write_runs_csv
+
+    benchmark = youtubevos.BENCHMARKS[f"youtubevos{args.year}" if args.dataset == "youtubevos" else args.dataset]
+    config = config_from_args(args)
+    out = Path(args.out)
+    # The dataset is checked before the model loads, so that a wrong path fails at once.
+    videos = [v.name for v in youtubevos.list_videos(args.root, args.split, benchmark, args.all_frames, args.videos)]
+    zip_path = out / f"{benchmark.name}-{args.split}.zip"
+    if args.resume:
+        # A resume that mixes configs is refused before the model loads or the old zip goes.
+        fingerprint = youtubevos.run_fingerprint(config, benchmark, args.all_frames)
+        for video in videos:
+            finished_run(out / youtubevos.RESULTS / video, fingerprint, resume=True)
+    # An archive from an earlier run must not pass for this run's if this one fails.
+    zip_path.unlink(missing_ok=True)
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    predictor = VideoPredictor.from_config(config, log=log)
+
+    def progress(video: str, n: int):
+        bar = tqdm(total=n, desc=video, unit="frame", file=sys.stderr, disable=args.quiet, leave=False)
+        return lambda: bar.update(1)
+
+    runs = youtubevos.run_youtubevos(predictor, args.root, args.split, out, resume=args.resume, log=log,
+                                     progress=progress, benchmark=benchmark,
+                                     all_frames=args.all_frames, videos=videos)
+    write_runs_csv(runs, out / f"runs-{args.split}.csv")
+    youtubevos.write_submission(out, zip_path, videos, benchmark)
+    print(report.runs_table(runs))
+    print(f"-> {zip_path} ({benchmark.title}, {len(videos)} videos; upload to {benchmark.server})")
     return 0

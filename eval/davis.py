@@ -65,8 +65,11 @@ def list_sequences(root: str | Path, year: int, split_or_file: str | Path | None
 
 
 def frame_paths(root: str | Path, seq: str) -> list[Path]:
-    """The sequence's JPEG frames in time (file name) order."""
-    return _sequence_files(images_dir(root) / seq, "*.jpg")
+    """The sequence's frames (JPEG as in DAVIS, or PNG in generic layouts) in file name order."""
+    folder = images_dir(root) / seq
+    if folder.is_dir() and not any(folder.glob("*.jpg")) and any(folder.glob("*.png")):
+        return _sequence_files(folder, "*.png")
+    return _sequence_files(folder, "*.jpg")
 
 
 def annotation_paths(root: str | Path, seq: str) -> list[Path]:

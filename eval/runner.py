@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from ..config import Config
+from ..timing import Timings
 from ..errors import InputError
 from ..outputs import atomic_write, write_label_png
 from . import davis
@@ -43,11 +44,14 @@ class SequenceRun:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
 
 
-def config_fingerprint(config: Config) -> str:
-    """A short hash of everything that changes results (the weights location does not)."""
+def config_fingerprint(config: Config, protocol: str = "") -> str:
+    """A short hash of everything that changes results: the config (not where the weights are)
+    and the ``protocol`` (e.g. ``davis2016``), so that results of one are never resumed as another's."""
     data = config.to_dict()
+    data["protocol"] = protocol
     data["segmenter"].pop("checkpoint", None)
     data["segmenter"].pop("threads", None)
+    data["segmenter"].pop("embedding_cache", None)
     data.pop("output", None)
     return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -57,8 +61,10 @@ def read_run(folder: Path) -> SequenceRun | None:
     path = folder / RUN_RECORD
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    return SequenceRun(**data)
+    try:
+        return SequenceRun(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        return None  # unreadable (edited by hand, older format): not finished, run it again
 
 
 class PeakMemory:
@@ -107,90 +113,141 @@ def run_davis(
     resume: bool = False,
     log: Callable[[str], None] = print,
     progress: Callable[[str, int], Iterator[None]] | None = None,
+    method: str = "samtrack",
 ) -> list[SequenceRun]:
     """Run the semi-supervised protocol: each sequence prompted by its first-frame annotation.
 
     Args:
-        predictor: a :class:`samtrack.api.VideoPredictor`.
+        predictor: a :class:`samtrack.api.VideoPredictor` (None for ``method="copy"``).
         root: DAVIS root (official layout).
         sequences: names to run.
         year: 2016 or 2017 (which sets how the first annotation is read).
         results_dir: ``<results_dir>/<seq>/%05d.png`` are written, palette PNGs of object ids.
         resume: skip sequences already finished with the same config; without it they are redone.
         progress: optional ``progress(sequence, n_frames)`` returning a callable ticked per frame.
+        method: ``samtrack`` (the pipeline), or a reference point from :mod:`.baselines`:
+            ``oracle`` (prompts sampled from every frame's ground truth) or ``copy`` (the first
+            mask on every frame).
     """
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = config_fingerprint(predictor.config)
+    fingerprint = davis_fingerprint(predictor.config if predictor else None, year, method)
     runs = []
     for seq in sequences:
-        done = read_run(results_dir / seq)
-        if resume and done is not None:
-            if done.config_fingerprint != fingerprint:
-                raise InputError(
-                    f"{seq} was run with another config ({done.config_fingerprint}, now {fingerprint}); "
-                    "use another --out or run without --resume",
-                    results_dir,
-                )
+        done = finished_run(results_dir / seq, fingerprint, resume)
+        if done is not None:
             log(f"{seq}: finished earlier, skipped (--resume)")
             runs.append(done)
             continue
-        runs.append(_run_sequence(predictor, root, seq, year, results_dir, fingerprint, progress))
+        runs.append(_run_sequence(predictor, root, seq, year, results_dir, fingerprint, progress, method))
         run = runs[-1]
         log(f"{seq}: {run.frames} frames, {run.fps:.2f} fps, peak {run.peak_rss_mb:.0f} MB")
     return runs
 
 
-def _run_sequence(predictor, root, seq: str, year: int, results_dir: Path, fingerprint: str, progress) -> SequenceRun:
-    frame_paths = davis.frame_paths(root, seq)
-    first_annotation = davis.annotation_paths(root, seq)[0]
-    labels = davis.read_label_png(first_annotation)
-    if year == 2016:
-        labels = (labels > 0).astype(np.uint8)
-    object_ids = [int(i) for i in np.unique(labels) if i not in (0, 255)]
-    if not object_ids:
-        raise InputError("first annotation has no object", first_annotation)
+def finished_run(folder: Path, fingerprint: str, resume: bool) -> SequenceRun | None:
+    """The record of ``folder`` when ``--resume`` lets it be skipped, else None (run it again).
 
-    staging = results_dir / f".{seq}.partial"
+    Raises:
+        InputError: with ``resume``, the folder was finished with another config, whose results
+            must not be mixed with this one's.
+    """
+    done = read_run(folder) if resume else None
+    if done is not None and done.config_fingerprint != fingerprint:
+        raise InputError(
+            f"{folder.name} was run with another config ({done.config_fingerprint}, now {fingerprint}); "
+            "use another --out or run without --resume",
+            folder.parent,
+        )
+    return done
+
+
+def run_staged(timings: Timings, folder: Path, fingerprint: str, segment: Callable[[Path], int]) -> SequenceRun:
+    """Run one sequence into a staging folder, then move it into place as ``folder`` with its record.
+
+    ``segment(staging)`` segments the sequence, writes its files into ``staging`` and returns
+    the number of frames it processed. It is timed and its peak memory sampled; the record
+    (:data:`RUN_RECORD`) is added and the staging folder replaces ``folder`` only once it
+    returns, so that a folder with a record is always complete. On failure the staging folder is
+    deleted and ``folder`` is left as it was.
+    """
+    staging = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    tick = progress(seq, len(frame_paths)) if progress else (lambda: None)
-    predictor.pipeline.timings.seconds.clear()
+    timings.seconds.clear()
     start = time.perf_counter()
     try:
         with PeakMemory() as memory:
-            state = predictor.init_state(davis.images_dir(root) / seq)
-            for obj_id in object_ids:
-                state.add_objects([_mask_prompt(labels == obj_id, obj_id)], first_annotation)
-            for result in predictor.segment_video(state):
-                stem = frame_paths[result.frame_index].stem
-                write_label_png(staging / f"{stem}.png", result.label_map)
-                tick()
+            frames = segment(staging)
         seconds = time.perf_counter() - start
         run = SequenceRun(
-            sequence=seq,
-            frames=len(frame_paths),
+            sequence=folder.name,
+            frames=frames,
             seconds=round(seconds, 3),
             peak_rss_mb=round(memory.peak_mb, 1),
             config_fingerprint=fingerprint,
-            stages_ms_per_frame={k: round(v, 1) for k, v in predictor.timings.per_frame(len(frame_paths)).items()},
+            stages_ms_per_frame={k: round(v, 1) for k, v in timings.per_frame(frames).items()},
         )
         with atomic_write(staging / RUN_RECORD, "w") as f:
             json.dump(asdict(run), f, indent=1)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    final = results_dir / seq
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
     return run
 
 
-def _mask_prompt(mask: np.ndarray, obj_id: int):
+def davis_fingerprint(config: Config | None, year: int, method: str) -> str:
+    """The fingerprint of a DAVIS run; the copy baseline depends on no config."""
+    return config_fingerprint(config, f"davis{year}-{method}") if method != "copy" else f"davis{year}-copy"
+
+
+def _run_sequence(predictor, root, seq: str, year: int, results_dir: Path, fingerprint: str, progress,
+                  method: str) -> SequenceRun:
+    from . import baselines
+
+    frame_paths = davis.frame_paths(root, seq)
+    annotations = davis.annotation_paths(root, seq)
+    labels = _objects_only(davis.read_label_png(annotations[0]), year)
+    object_ids = [int(i) for i in np.unique(labels) if i != 0]
+    if not object_ids:
+        raise InputError("first annotation has no object", annotations[0])
+    tick = progress(seq, len(frame_paths)) if progress else (lambda: None)
+
+    def segment(staging: Path) -> int:
+        if method == "copy":
+            frames = baselines.copy_first_mask(labels, len(frame_paths))
+        elif method == "oracle":
+            ground_truth = (_objects_only(davis.read_label_png(p), year) for p in annotations)
+            frames = baselines.oracle(predictor.pipeline, davis.images_dir(root) / seq, ground_truth)
+        else:
+            state = predictor.init_state(davis.images_dir(root) / seq)
+            for obj_id in object_ids:
+                state.add_objects([mask_prompt(labels == obj_id, obj_id)], annotations[0])
+            frames = ((r.frame_index, r.label_map) for r in predictor.segment_video(state))
+        for index, label_map in frames:
+            write_label_png(staging / f"{frame_paths[index].stem}.png", label_map)
+            tick()
+        return len(frame_paths)
+
+    timings = predictor.timings if predictor is not None else Timings()
+    return run_staged(timings, results_dir / seq, fingerprint, segment)
+
+
+def _objects_only(labels: np.ndarray, year: int) -> np.ndarray:
+    """Object ids of an annotation: 2016 masks are binary; 2017's void (255) is no object."""
+    if year == 2016:
+        return (labels > 0).astype(np.uint8)
+    return np.where(labels == davis.VOID_LABEL, 0, labels).astype(np.uint8)
+
+
+def mask_prompt(mask: np.ndarray, obj_id: int, frame: int = 0):
+    """An object given by its mask (bool ``[H, W]`` at the frame size) on ``frame``."""
     from ..prompts import FramePrompt, ObjectPrompts
 
-    prompt = FramePrompt(frame=0, points=np.zeros((0, 2), np.float32), labels=np.zeros(0, np.int32), mask=mask)
+    prompt = FramePrompt(frame=frame, points=np.zeros((0, 2), np.float32), labels=np.zeros(0, np.int32), mask=mask)
     return ObjectPrompts(obj_id=obj_id, name=None, prompts=[prompt])
 
 

@@ -95,8 +95,7 @@ class VideoPredictor:
         """Build from a :class:`Config`, a preset name or a YAML path (weights fetched on first use)."""
         if not isinstance(config, Config):
             config = load_config(config, list(overrides))
-        seg = config.segmenter
-        segmenter = build_segmenter(seg.name, seg.checkpoint, seg.threads, log=log)
+        segmenter = build_segmenter(config.segmenter, log=log)
         tracker = build_tracker(config.tracker.name, config=config.tracker.lk)
         return cls(config, segmenter, tracker)
 

@@ -65,6 +65,11 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Con
 
 
 # ---------------------------------------------------------------------- run
+# Everything `samtrack run` writes into --out: an existing folder holding only these is a
+# previous result, which a new run may replace.
+RESULT_ENTRIES = frozenset({"masks", "overlay.mp4", "tracks.json", "config.yaml"})
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="segment and track objects through a video",
                        description="Segment and track objects through a video file or a folder of frames.")
@@ -72,8 +77,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--points", metavar="JSON", help="clicks.json with objects' points/boxes (see README)")
     prompt.add_argument("--mask", metavar="PNG", help="mask of the objects (binary, or palette with object ids)")
-    p.add_argument("--mask-frame", type=int, default=0, metavar="N", help="frame the --mask belongs to [0]")
-    p.add_argument("--out", required=True, metavar="DIR", help="results folder (replaced when the run succeeds)")
+    p.add_argument("--mask-frame", type=int, metavar="N", help="frame the --mask belongs to [0]")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (an earlier result there is replaced on success)")
     add_config_args(p)
     p.add_argument("--start", type=int, help="first frame to process")
     p.add_argument("--stride", type=int, help="process every N-th frame")
@@ -98,12 +103,13 @@ def _run(args: argparse.Namespace) -> int:
 
     # Everything the user gave us is checked before any model is loaded or file written.
     prompt_path = Path(args.points or args.mask)
-    objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", out)
+    if args.points and args.mask_frame is not None:
+        raise SamtrackError("--mask-frame goes with --mask; clicks.json gives each prompt's frame itself")
+    objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
     state = InferenceState.open(args.input, config.video)
     state.add_objects(objects, prompt_path)
+    out = Path(args.out)
+    _check_replaceable(out, [Path(args.input), prompt_path])
     predictor = VideoPredictor.from_config(config, log=_logger(args.quiet))
     info = state.reader.info
     names = {o.obj_id: o.name for o in objects}
@@ -134,6 +140,24 @@ def _run(args: argparse.Namespace) -> int:
     print(f"samtrack: {n} frames, {len(objects)} object(s), {n / elapsed:.2f} fps -> {out}")
     print(f"  ms/frame: {stages}")
     return 0
+
+
+def _check_replaceable(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an ``--out`` that a successful run must not replace, since the whole folder goes:
+    a file, a folder holding one of ``inputs``, or a folder with entries samtrack does not write."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError("exists and is not a folder", out)
+    target = out.resolve()
+    for path in inputs:
+        resolved = path.resolve()
+        if resolved == target or target in resolved.parents:
+            raise InputError(f"holds the input {path}; the results replace this whole folder, choose another --out", out)
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in RESULT_ENTRIES)
+    if foreign:
+        raise InputError(f"holds {foreign[0]!r}, which samtrack did not write; the results replace this whole folder, "
+                         "choose another --out", out)
 
 
 def _overlay_writer(path: Path, fps: float, config: Config):

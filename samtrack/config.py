@@ -72,6 +72,8 @@ class SegmenterConfig:
     checkpoint: str | None = None
     # onnxruntime intra-op threads; None = onnxruntime's default (all cores).
     threads: int | None = None
+    # A folder caching frame embeddings on disk (for benchmarks and ablations); None = off.
+    embedding_cache: str | None = None
 
 
 @dataclass
@@ -173,16 +175,21 @@ def load_config(source: str | Path | None = None, overrides: list[str] | tuple[s
         if not isinstance(loaded, dict):
             raise ConfigError("top level must be a mapping of sections", origin)
         data = loaded
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key.path=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        _set_path(data, key.strip().split("."), value, f"--set {item}")
-    return _build(Config, data, origin if source is not None else "--set").validate()
+    # The file is checked on its own first, so that its mistakes are blamed on it and an
+    # override's mistakes on the override.
+    config = _build(Config, data, origin)
+    if overrides:
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--set {item!r}: expected key.path=value")
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                value = raw
+            _set_path(data, key.strip().split("."), value, f"--set {item}")
+        config = _build(Config, data, "--set")
+    return config.validate()
 
 
 def _read_source(source: str | Path) -> tuple[str, str]:

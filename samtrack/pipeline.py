@@ -281,7 +281,7 @@ class SamPt:
                 with self.timings.measure("encoder"):
                     embedding = self.segmenter.encode(source.get(frame_index))
             with self.timings.measure("decoder"):
-                prediction = self._decode_object(embedding, xy, labels, box)
+                prediction = self.decode_object(embedding, xy, labels, box)
             if prediction is not None:
                 logits[obj_id] = prediction.logits
                 scores[obj_id] = prediction.iou
@@ -311,7 +311,7 @@ class SamPt:
                 labels = np.concatenate([labels, np.zeros(len(extra), np.int32)])
         return xy, labels
 
-    def _decode_object(
+    def decode_object(
         self, embedding: ImageEmbedding, xy: np.ndarray, labels: np.ndarray, box: np.ndarray | None
     ) -> MaskPrediction | None:
         """SAM-PT's decoder passes: positives, then positives + negatives, then box refinements."""

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from samtrack.api import VideoPredictor
 from samtrack.config import Config, load_config
 from samtrack.errors import InputError
-from samtrack.segmenters import ImageEmbedding, MaskPrediction
-from samtrack.trackers import Tracks
 from samtrack.video import VideoInfo
 
+from .fakes import COLOURS, BlobSegmenter, ColourTracker
+
 H, W = 120, 160
-COLOURS = {1: (255, 0, 0), 2: (0, 0, 255)}
 GREY = (128, 128, 128)
 
 
@@ -55,65 +53,6 @@ class SyntheticVideo:
 
     def close(self) -> None:
         pass
-
-
-class BlobSegmenter:
-    """Returns the connected same-colour blob under the positive points (or the box centre)."""
-
-    name = "blob"
-
-    def encode(self, image: np.ndarray) -> ImageEmbedding:
-        return ImageEmbedding(features=image, original_size=image.shape[:2], input_size=image.shape[:2])
-
-    def decode(self, embedding, points=None, labels=None, box=None, mask_input=None) -> MaskPrediction:
-        image = embedding.features
-        seeds = [] if points is None else [p for p, l in zip(points, labels) if l == 1]
-        if box is not None and not seeds:
-            seeds = [((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)]
-        mask = np.zeros(image.shape[:2], bool)
-        for x, y in seeds:
-            colour = image[int(y), int(x)]
-            if tuple(colour) not in COLOURS.values():
-                continue
-            same = np.all(image == colour, axis=-1).astype(np.uint8)
-            _, labels_cc = cv2.connectedComponents(same)
-            mask |= labels_cc == labels_cc[int(y), int(x)]
-        logits = np.where(mask, 5.0, -5.0).astype(np.float32)
-        return MaskPrediction(logits=logits, iou=0.95, low_res_logits=np.zeros((256, 256), np.float32))
-
-
-class ColourTracker:
-    """Moves each point with the square whose colour it starts on (found in every frame, so the
-    window's direction does not matter); visible while on that colour, and lost for good after."""
-
-    name = "colour"
-
-    def track(self, frames, queries) -> Tracks:
-        n = len(queries)
-        points = np.zeros((len(frames), n, 2), np.float32)
-        visible = np.zeros((len(frames), n), bool)
-        for j, (t, x, y) in enumerate(queries):
-            t = int(t)
-            colour = tuple(frames[t][int(y), int(x)])
-            origin = _top_left(frames[t], colour)
-            for step in (1, -1):
-                lost = False
-                for k in range(t, len(frames) if step == 1 else -1, step):
-                    corner = _top_left(frames[k], colour)
-                    if colour in COLOURS.values() and corner is not None and origin is not None:
-                        points[k, j] = (x - origin[0] + corner[0], y - origin[1] + corner[1])
-                    else:
-                        points[k, j] = points[k - step, j] if k != t else (x, y)
-                    px, py = points[k, j]
-                    on_colour = 0 <= px < W and 0 <= py < H and tuple(frames[k][int(py), int(px)]) == colour
-                    lost = lost or not on_colour
-                    visible[k, j] = k == t or not lost
-        return Tracks(points=points, visible=visible)
-
-
-def _top_left(frame: np.ndarray, colour: tuple) -> tuple[int, int] | None:
-    ys, xs = np.nonzero(np.all(frame == colour, axis=-1))
-    return (xs.min(), ys.min()) if len(xs) else None
 
 
 def make_predictor(video: SyntheticVideo, *overrides: str) -> VideoPredictor:
