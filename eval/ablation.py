@@ -1,0 +1,116 @@
+"""The ablation behind docs/RESULTS.md: every variant of the loop on the same DAVIS sequences,
+placed between the copy-first-mask floor and the oracle ceiling.
+
+    python -m samtrack.eval.ablation --root ../shared/data/davis2016 --year 2016 \\
+        --split ../shared/data/davis2016/dev.txt --out runs/ablation --doc docs/RESULTS.md
+
+Each variant is a ``samtrack eval davis`` run into ``<out>/<variant>/`` with ``--resume``, so a
+re-run only computes what is missing and rewrites the table. Frame embeddings are cached in
+``<out>/embeddings`` (the encoder then runs once per frame for all variants), so the
+ms/frame column excludes the encoder after the first variant.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..outputs import atomic_write
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    args: tuple[str, ...]
+
+
+VARIANTS = (
+    Variant("copy", "copy the first-frame mask to every frame (floor)", ("--method", "copy")),
+    Variant("sam_pt", "SAM-PT preset: LK, 12 refinement passes, IoU >= 0.7, no reinit", ("--config", "sam_pt")),
+    Variant("sam_pt_reinit", "SAM-PT preset with reinit every 8 frames", ("--config", "sam_pt_reinit")),
+    Variant("fast", "fast preset: no refinement passes, reinit every 8", ("--config", "fast")),
+    Variant("fast_h1", "fast, points re-sampled from the mask every frame", ("--config", "fast", "--set", "reinit.every=1")),
+    Variant("fast_nofb", "fast, no forward-backward check (threshold 1000 px)",
+            ("--config", "fast", "--set", "tracker.lk.fb_threshold=1000")),
+    Variant("fast_lk5", "fast, LK with 5 pyramid levels and a 31 px window",
+            ("--config", "fast", "--set", "tracker.lk.max_level=5", "--set", "tracker.lk.win_size=31")),
+    Variant("oracle_fast", "ORACLE: points sampled every frame from that frame's ground truth, fast decoding",
+            ("--config", "fast", "--method", "oracle")),
+    Variant("oracle_reinit", "ORACLE with sam_pt_reinit decoding (12 refinement passes)",
+            ("--config", "sam_pt_reinit", "--method", "oracle")),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m samtrack.eval.ablation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--year", type=int, default=2016)
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--out", required=True, help="one folder per variant goes here")
+    parser.add_argument("--doc", required=True, help="the markdown file to write")
+    parser.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS], help="only these")
+    parser.add_argument("--table-only", action="store_true", help="only rewrite the table from finished runs")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    chosen = [v for v in VARIANTS if not args.variants or v.name in args.variants]
+    for variant in [] if args.table_only else chosen:
+        command = [sys.executable, "-m", "samtrack.cli", "eval", "davis", "--root", args.root, "--year", str(args.year),
+                   "--split", args.split, "--out", str(out / variant.name), "--resume", "--quiet",
+                   "--set", f"segmenter.embedding_cache={out / 'embeddings'}", *variant.args]
+        print("+", " ".join(command[1:]), file=sys.stderr)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    write_table(chosen, out, Path(args.split).stem if Path(args.split).suffix else args.split, Path(args.doc))
+    print(f"-> {args.doc}")
+    return 0
+
+
+def write_table(variants: list[Variant], out: Path, split: str, doc: Path) -> None:
+    """Per-sequence J&F of every variant, means, J and F, and ms/frame, as markdown."""
+    per_seq: dict[str, dict[str, float]] = {}
+    rows = []
+    for v in variants:
+        scores = _read_csv(out / v.name / f"per-sequence_results-{split}.csv")
+        glob = _read_csv(out / v.name / f"global_results-{split}.csv")[0]
+        runs = _read_csv(out / v.name / f"runs-{split}.csv")
+        per_seq[v.name] = {r["Sequence"]: (float(r["J-Mean"]) + float(r["F-Mean"])) / 2 for r in scores}
+        frames = sum(int(r["Frames"]) for r in runs)
+        ms = 1000 * sum(float(r["Seconds"]) for r in runs) / max(frames, 1)
+        rows.append((v, float(glob["J&F-Mean"]), float(glob["J-Mean"]), float(glob["F-Mean"]), ms))
+    sequences = sorted({s for scores in per_seq.values() for s in scores})
+    oracle = per_seq.get("oracle_fast", {})
+    lines = ["| variant | J&F | J | F | ms/frame* | what |", "|---|---|---|---|---|---|"]
+    lines += [f"| `{v.name}` | {jf:.3f} | {j:.3f} | {f:.3f} | {ms:.0f} | {v.description} |" for v, jf, j, f, ms in rows]
+    lines += ["", "Per sequence (J&F):", "", "| sequence | " + " | ".join(v.name for v in variants) + " |",
+              "|---|" + "---|" * len(variants)]
+    for seq in sequences:
+        lines.append(f"| {seq} | " + " | ".join(f"{per_seq[v.name].get(seq, float('nan')):.3f}" for v in variants) + " |")
+    if oracle:
+        ratios = {v.name: np.mean([per_seq[v.name][s] for s in sequences]) / np.mean([oracle[s] for s in sequences])
+                  for v in variants}
+        lines += ["", "Fraction of the oracle (`oracle_fast`) J&F: "
+                  + ", ".join(f"`{name}` {r:.2f}" for name, r in ratios.items())]
+    table = "\n".join(lines) + "\n"
+    text = doc.read_text() if doc.exists() else ""
+    start, end = "<!-- ablation:start -->", "<!-- ablation:end -->"
+    if start in text and end in text:
+        text = text[: text.index(start) + len(start)] + "\n" + table + text[text.index(end):]
+    else:
+        text += f"\n{start}\n{table}{end}\n"
+    with atomic_write(doc, "w") as f:
+        f.write(text)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
