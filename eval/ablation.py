@@ -37,6 +37,8 @@ VARIANTS = (
     Variant("fast_h1", "fast, points re-sampled from the mask every frame", ("--config", "fast", "--set", "reinit.every=1")),
     Variant("fast_nofb", "fast, no forward-backward check (threshold 1000 px)",
             ("--config", "fast", "--set", "tracker.lk.fb_threshold=1000")),
+    Variant("fast_h1_nofb", "fast, re-sampled every frame, no forward-backward check",
+            ("--config", "fast", "--set", "reinit.every=1", "--set", "tracker.lk.fb_threshold=1000")),
     Variant("fast_lk5", "fast, LK with 5 pyramid levels and a 31 px window",
             ("--config", "fast", "--set", "tracker.lk.max_level=5", "--set", "tracker.lk.win_size=31")),
     Variant("oracle_fast", "ORACLE: points sampled every frame from that frame's ground truth, fast decoding",

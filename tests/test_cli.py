@@ -422,3 +422,27 @@ def test_real_entry_point_shows_no_traceback(case: str, tmp_path: Path) -> None:
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("samtrack: error: ") and detail in lines[0], proc.stderr
     assert not out.exists() and not (tmp_path / "empty-cache").exists()
+
+
+def test_bench_reports_stages_ratio_and_memory(tmp_path, monkeypatch, capsys):
+    from samtrack.api import VideoPredictor
+    from PIL import Image
+
+    from .fakes import COLOURS, BlobSegmenter, ColourTracker
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t in range(6):
+        frame = np.full((40, 60, 3), 30, np.uint8)
+        frame[10:22, 5 + 3 * t : 17 + 3 * t] = COLOURS[1]
+        Image.fromarray(frame).save(frames / f"{t:05d}.png")
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:22, 5:17] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    monkeypatch.setattr(VideoPredictor, "from_config",
+                        classmethod(lambda cls, config, overrides=(), log=print: cls(config, BlobSegmenter(), ColourTracker())))
+    assert main(["bench", str(frames), "--mask", str(tmp_path / "mask.png"), "--set", "decode.refine_iters=0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("6 frames, 1 object(s)")
+    assert "encoder" in out and "decoder" in out and "tracker" in out and "peak RSS" in out
+    assert "x encoder" in out
