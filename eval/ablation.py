@@ -41,6 +41,8 @@ VARIANTS = (
             ("--config", "fast", "--set", "reinit.every=1", "--set", "tracker.lk.fb_threshold=1000")),
     Variant("fast_lk5", "fast, LK with 5 pyramid levels and a 31 px window",
             ("--config", "fast", "--set", "tracker.lk.max_level=5", "--set", "tracker.lk.win_size=31")),
+    Variant("samtrack", "samtrack preset (default): fast_h1_nofb + re-detection by encoder features",
+            ("--config", "samtrack")),
     Variant("oracle_fast", "ORACLE: points sampled every frame from that frame's ground truth, fast decoding",
             ("--config", "fast", "--method", "oracle")),
     Variant("oracle_reinit", "ORACLE with sam_pt_reinit decoding (12 refinement passes)",

@@ -1,6 +1,6 @@
 """The embeddable API, shaped like the SAM 2 video predictor.
 
-    predictor = VideoPredictor.from_config("sam_pt_reinit")
+    predictor = VideoPredictor.from_config()          # the default preset, "samtrack"
     state = predictor.init_state("clip.mp4")
     predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=[[410, 230]], labels=[1])
     for result in predictor.propagate_in_video(state):
@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .config import Config, VideoConfig, load_config
+from .config import DEFAULT_PRESET, Config, VideoConfig, load_config
 from .errors import InputError
 from .pipeline import FrameResult, SamPt
 from .prompts import FramePrompt, ObjectPrompts, validate_prompts
@@ -92,9 +92,10 @@ class VideoPredictor:
     def from_config(
         cls, config: Config | str | Path | None = None, overrides: Sequence[str] = (), log=print
     ) -> "VideoPredictor":
-        """Build from a :class:`Config`, a preset name or a YAML path (weights fetched on first use)."""
+        """Build from a :class:`Config`, a preset name or a YAML path (None: the default preset,
+        ``samtrack``); weights are fetched on first use."""
         if not isinstance(config, Config):
-            config = load_config(config, list(overrides))
+            config = load_config(DEFAULT_PRESET if config is None else config, list(overrides))
         segmenter = build_segmenter(config.segmenter, log=log)
         tracker = build_tracker(config.tracker.name, config=config.tracker.lk)
         return cls(config, segmenter, tracker)

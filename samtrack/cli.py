@@ -16,7 +16,7 @@ import yaml
 from tqdm import tqdm
 
 from . import __version__
-from .config import PRESETS, Config, load_config
+from .config import DEFAULT_PRESET, PRESETS, Config, load_config
 from .errors import InputError, SamtrackError
 
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """The options every command that runs the pipeline shares."""
-    p.add_argument("--config", default="sam_pt_reinit", help=f"preset ({', '.join(PRESETS)}) or YAML file [sam_pt_reinit]")
+    p.add_argument("--config", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}) or YAML file [{DEFAULT_PRESET}]")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set reinit.every=4 (repeatable)")
     p.add_argument("--checkpoint", help="weights directory to use instead of the cache")
@@ -276,7 +276,7 @@ def _weights_path(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- config
 def _add_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="print the effective config as YAML")
-    p.add_argument("--config", default="sam_pt_reinit", help="preset or YAML file")
+    p.add_argument("--config", default=DEFAULT_PRESET, help="preset or YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(handler=lambda a: print(yaml.safe_dump(load_config(a.config, a.overrides).to_dict(), sort_keys=False), end=""))
 

@@ -101,6 +101,21 @@ class ReinitConfig:
 
 
 @dataclass
+class RedetectConfig:
+    """Checking and re-detecting points by the object's look in the encoder's features."""
+
+    enabled: bool = False
+    # Feature vectors kept of the object (twice as many of its surroundings).
+    bank_size: int = 300
+    # With fewer positive points on object-like cells than this, new points are added...
+    min_points: int = 3
+    # ...this many, at the best object-like cells...
+    add_points: int = 3
+    # ...within this many times sqrt(last good mask area), plus 50 px, of that mask's centre.
+    search_radius: float = 2.5
+
+
+@dataclass
 class VideoConfig:
     start: int = 0
     stride: int = 1
@@ -125,6 +140,7 @@ class Config:
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     reinit: ReinitConfig = field(default_factory=ReinitConfig)
+    redetect: RedetectConfig = field(default_factory=RedetectConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -139,6 +155,10 @@ class Config:
             (self.tracker.lk.fb_threshold > 0, "tracker.lk.fb_threshold must be > 0"),
             (self.decode.refine_iters >= 0, "decode.refine_iters must be >= 0"),
             (self.reinit.every >= 0, "reinit.every must be >= 0 (0 = off)"),
+            (self.redetect.bank_size >= 1, "redetect.bank_size must be >= 1"),
+            (self.redetect.min_points >= 0, "redetect.min_points must be >= 0"),
+            (self.redetect.add_points >= 0, "redetect.add_points must be >= 0"),
+            (self.redetect.search_radius > 0, "redetect.search_radius must be > 0"),
             (self.video.start >= 0, "video.start must be >= 0"),
             (self.video.stride >= 1, "video.stride must be >= 1"),
             (self.video.max_frames is None or self.video.max_frames >= 1, "video.max_frames must be >= 1"),
@@ -154,7 +174,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
-PRESETS = ("sam_pt", "sam_pt_reinit", "fast")
+PRESETS = ("samtrack", "sam_pt", "sam_pt_reinit", "fast")
+DEFAULT_PRESET = "samtrack"
 
 
 def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
+from .appearance import AppearanceModel
 from .config import Config
 from .prompts import FramePrompt, ObjectPrompts
 from .sampling import PointSampler
@@ -99,6 +100,7 @@ class _Track:
     mask: np.ndarray | None = None  # after merging, on the last decoded frame
     last_good_mask: np.ndarray | None = None
     score: float | None = None
+    appearance: AppearanceModel | None = None
 
     def set_points(self, xy: np.ndarray, labels: np.ndarray) -> None:
         self.xy = xy.astype(np.float32)
@@ -240,7 +242,7 @@ class SamPt:
                 clicks[obj_id] = prompt
                 scaled = prompt.points * source.scale
                 tracks[obj_id].set_points(scaled, prompt.labels)
-        result = self._decode_frame(source, frame_index, tracks, given_masks, clicks)
+        result = self._decode_frame(source, frame_index, tracks, given_masks, clicks, learn=set(prompts))
         for obj_id in prompts:
             track = tracks[obj_id]
             if obj_id in given_masks:
@@ -262,8 +264,20 @@ class SamPt:
         tracks: dict[int, _Track],
         given_masks: dict[int, np.ndarray],
         clicks: dict[int, FramePrompt],
+        learn: set[int] = frozenset(),
     ) -> FrameResult:
+        """Decode every object on a frame and merge them; ``learn`` names the objects whose
+        appearance is (re)learnt from their mask on this frame (they were just prompted)."""
         embedding: ImageEmbedding | None = None
+
+        def encoded() -> ImageEmbedding:
+            nonlocal embedding
+            if embedding is None:
+                with self.timings.measure("encoder"):
+                    embedding = self.segmenter.encode(source.get(frame_index))
+            return embedding
+
+        redetect = self.config.redetect.enabled
         logits: dict[int, np.ndarray] = {}
         scores: dict[int, float] = {}
         for obj_id, track in tracks.items():
@@ -271,17 +285,17 @@ class SamPt:
                 # A user mask is the answer on its own frame; logits only order it in the merge.
                 logits[obj_id] = np.where(given_masks[obj_id], 1e4, -1e4).astype(np.float32)
                 continue
+            if redetect and obj_id not in clicks and track.appearance is not None:
+                with self.timings.measure("redetect"):
+                    self._check_points(track, encoded())
             xy, labels = self._prompt_points(obj_id, tracks)
             box = None
             if obj_id in clicks and clicks[obj_id].box is not None:
                 box = clicks[obj_id].box * np.tile(source.scale, 2)
             if not (labels == 1).any() and box is None:
                 continue
-            if embedding is None:
-                with self.timings.measure("encoder"):
-                    embedding = self.segmenter.encode(source.get(frame_index))
             with self.timings.measure("decoder"):
-                prediction = self.decode_object(embedding, xy, labels, box)
+                prediction = self.decode_object(encoded(), xy, labels, box)
             if prediction is not None:
                 logits[obj_id] = prediction.logits
                 scores[obj_id] = prediction.iou
@@ -291,12 +305,35 @@ class SamPt:
             track.score = scores.get(obj_id)
             if track.mask.any():
                 track.last_good_mask = track.mask
+                if redetect and obj_id in learn:
+                    rng = np.random.default_rng(self.config.sampling.seed)
+                    model = AppearanceModel(encoded(), track.mask, self.config.redetect, rng)
+                    track.appearance = model if model.usable else None
         return FrameResult(
             frame_index=frame_index,
             label_map=source.to_original(label_map),
             points={o: self._points_out(t, source) for o, t in tracks.items()},
             scores=scores,
         )
+
+    def _check_points(self, track: _Track, embedding: ImageEmbedding) -> None:
+        """Drop visible positives on cells that look like background; when too few are left, add
+        positives at the most object-like cells near where the object was last seen."""
+        cfg = self.config.redetect
+        score_map = track.appearance.score(embedding)
+        positive = track.visible & (track.labels == 1)
+        off_object = positive & (score_map.at(track.xy) <= 0)
+        track.visible = track.visible & ~off_object
+        if (positive & ~off_object).sum() >= cfg.min_points or track.last_good_mask is None:
+            return
+        ys, xs = np.nonzero(track.last_good_mask)
+        centre = np.array([xs.mean(), ys.mean()], np.float32)
+        radius = cfg.search_radius * np.sqrt(len(xs)) + 50.0
+        found = score_map.best_near(centre, radius, cfg.add_points)
+        if len(found):
+            track.xy = np.concatenate([track.xy, found])
+            track.labels = np.concatenate([track.labels, np.ones(len(found), np.int32)])
+            track.visible = np.concatenate([track.visible, np.ones(len(found), bool)])
 
     def _prompt_points(self, obj_id: int, tracks: dict[int, _Track]) -> tuple[np.ndarray, np.ndarray]:
         """The object's visible points, plus other objects' visible positives as negatives."""

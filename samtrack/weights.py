@@ -29,6 +29,7 @@ from typing import IO, Callable
 import platformdirs
 
 from .errors import WeightsError
+from .outputs import atomic_write
 
 Log = Callable[[str], None]
 
@@ -309,22 +310,11 @@ def _read_stamp(directory: Path) -> dict:
 
 def _write_stamp(directory: Path, records: dict) -> None:
     try:
-        _atomic_write_text(directory / _STAMP, json.dumps(records, indent=1, sort_keys=True))
+        with atomic_write(directory / _STAMP, "w") as f:
+            f.write(json.dumps(records, indent=1, sort_keys=True))
     except OSError:
         # A read-only cache (shared install) still works; it is just hashed on every run.
         pass
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    # A per-process name (not mkstemp, whose 0600 mode would hide the stamp from other users
-    # of a shared cache) keeps concurrent writers apart.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # -- staging and install ----------------------------------------------------------------------

@@ -441,7 +441,7 @@ def test_bench_reports_stages_ratio_and_memory(tmp_path, monkeypatch, capsys):
     Image.fromarray(mask).save(tmp_path / "mask.png")
     monkeypatch.setattr(VideoPredictor, "from_config",
                         classmethod(lambda cls, config, overrides=(), log=print: cls(config, BlobSegmenter(), ColourTracker())))
-    assert main(["bench", str(frames), "--mask", str(tmp_path / "mask.png"), "--set", "decode.refine_iters=0"]) == 0
+    assert main(["bench", str(frames), "--mask", str(tmp_path / "mask.png"), "--config", "fast"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("6 frames, 1 object(s)")
     assert "encoder" in out and "decoder" in out and "tracker" in out and "peak RSS" in out

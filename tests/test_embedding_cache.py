@@ -32,7 +32,7 @@ def test_hit_returns_the_same_embedding_without_encoding(tmp_path):
     assert inner.encodes == 1
     assert np.array_equal(first.features, second.features)
     assert second.original_size == (12, 16) and second.input_size == (7, 9)
-    assert not list(tmp_path.rglob("*.partial"))
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_a_changed_frame_misses(tmp_path):

@@ -29,7 +29,8 @@ from .fakes import COLOURS, BlobSegmenter, ColourTracker
 
 H, W = 48, 64
 SIDE = 12
-FAKE_OVERRIDES = ["sampling.n_positive=4", "sampling.n_negative=1", "decode.refine_iters=1"]
+# The fakes carry no encoder feature grid, so re-detection (on in the default preset) is off.
+FAKE_OVERRIDES = ["sampling.n_positive=4", "sampling.n_negative=1", "decode.refine_iters=1", "redetect.enabled=false"]
 
 
 @dataclass

@@ -7,12 +7,11 @@ frame's pixels, so a changed frame or model can never be served a stale embeddin
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..outputs import atomic_write
 from .base import ImageEmbedding, MaskPrediction, Segmenter
 
 
@@ -40,15 +39,9 @@ class EmbeddingCache:
         embedding = self.segmenter.encode(image)
         self.misses += 1
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, features=np.asarray(embedding.features), original_size=embedding.original_size,
-                         input_size=embedding.input_size)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_write(path) as f:
+            np.savez(f, features=np.asarray(embedding.features), original_size=embedding.original_size,
+                     input_size=embedding.input_size)
         return embedding
 
     def decode(self, embedding: ImageEmbedding, points=None, labels=None, box=None, mask_input=None) -> MaskPrediction:

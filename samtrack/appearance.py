@@ -1,0 +1,105 @@
+"""What an object looks like to the SAM image encoder, for checking and re-detecting its points.
+
+Frame-to-frame trackers lose every point on fast or articulated motion, and once the points are
+gone the mask is gone. The encoder's feature map is computed for every frame anyway, and its
+cells are distinctive enough to tell an object from its background: keep a bank of the object's
+cell features and of the background's from the frame where the object was given, then on each
+frame score every cell by how much more it resembles the object than the background. Tracked
+points on background-like cells are dropped, and when too few remain the best-scoring cells near
+the object's last known place become new positive points.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .config import RedetectConfig
+from .errors import ConfigError
+from .segmenters import ImageEmbedding
+
+
+@dataclass
+class ScoreMap:
+    """Object-vs-background score per feature cell of one frame.
+
+    Attributes:
+        score: float32 ``[gh, gw]``; > 0 where a cell looks more like the object.
+        cell: ``(sx, sy)`` size of a cell in pixels of the original frame.
+    """
+
+    score: np.ndarray
+    cell: tuple[float, float]
+
+    def at(self, xy: np.ndarray) -> np.ndarray:
+        """Scores of the cells under points ``[N, 2]`` (x, y) in original-frame pixels."""
+        gh, gw = self.score.shape
+        cx = np.clip((xy[:, 0] / self.cell[0]).astype(int), 0, gw - 1)
+        cy = np.clip((xy[:, 1] / self.cell[1]).astype(int), 0, gh - 1)
+        return self.score[cy, cx]
+
+    def best_near(self, centre: np.ndarray, radius: float, k: int) -> np.ndarray:
+        """Centres ``[<=k, 2]`` of the k best object-like cells within ``radius`` px of ``centre``."""
+        gh, gw = self.score.shape
+        gy, gx = np.mgrid[0:gh, 0:gw]
+        centres = np.stack([(gx + 0.5) * self.cell[0], (gy + 0.5) * self.cell[1]], axis=-1).reshape(-1, 2)
+        near = np.linalg.norm(centres - centre, axis=1) < radius
+        candidates = np.where(near & (self.score.ravel() > 0), self.score.ravel(), -np.inf)
+        best = np.argsort(-candidates)[:k]
+        return centres[best[np.isfinite(candidates[best])]].astype(np.float32)
+
+
+class AppearanceModel:
+    """Feature banks of one object and of its surroundings, from the frame it was given on."""
+
+    def __init__(self, embedding: ImageEmbedding, mask: np.ndarray, config: RedetectConfig, rng: np.random.Generator) -> None:
+        cells, cell = _cells(embedding)
+        gh, gw = cells.shape[:2]
+        inside = _coverage(mask, (gh, gw), cell) > 0.6
+        # Cells touching the (slightly grown) object are neither: their features mix both.
+        grown = cv2.dilate(mask.astype(np.uint8), np.ones((25, 25), np.uint8))
+        outside = _coverage(grown, (gh, gw), cell) < 0.01
+        self.foreground = _subsample(cells[inside], config.bank_size, rng)
+        self.background = _subsample(cells[outside], 2 * config.bank_size, rng)
+
+    @property
+    def usable(self) -> bool:
+        return len(self.foreground) > 0 and len(self.background) > 0
+
+    def score(self, embedding: ImageEmbedding) -> ScoreMap:
+        """Per cell, best similarity to the object bank minus best similarity to the background bank."""
+        cells, cell = _cells(embedding)
+        flat = cells.reshape(-1, cells.shape[-1])
+        score = (flat @ self.foreground.T).max(axis=1) - (flat @ self.background.T).max(axis=1)
+        return ScoreMap(score=score.reshape(cells.shape[:2]).astype(np.float32), cell=cell)
+
+
+def _cells(embedding: ImageEmbedding) -> tuple[np.ndarray, tuple[float, float]]:
+    """Unit-length feature vectors ``[gh, gw, C]`` of the cells that cover the frame (the
+    encoder's input is padded to a square; padding cells are dropped), and a cell's size."""
+    features = np.asarray(embedding.features)
+    if features.ndim != 4:
+        raise ConfigError(f"redetect needs a segmenter whose embedding is a [1, C, h, w] feature grid "
+                          f"(got shape {features.shape}); set redetect.enabled=false")
+    features = features[0]
+    height, width = embedding.input_size
+    stride = max(height, width) / features.shape[-1]
+    gh, gw = int(np.ceil(height / stride)), int(np.ceil(width / stride))
+    cells = features[:, :gh, :gw].transpose(1, 2, 0)
+    cells = cells / (np.linalg.norm(cells, axis=-1, keepdims=True) + 1e-6)
+    original_h, original_w = embedding.original_size
+    return cells.astype(np.float32), (original_w / width * stride, original_h / height * stride)
+
+
+def _coverage(mask: np.ndarray, grid: tuple[int, int], cell: tuple[float, float]) -> np.ndarray:
+    """Fraction of each cell covered by ``mask``."""
+    gh, gw = grid
+    covered = mask[: int(round(gh * cell[1])), : int(round(gw * cell[0]))].astype(np.float32)
+    return cv2.resize(covered, (gw, gh), interpolation=cv2.INTER_AREA)
+
+
+def _subsample(vectors: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    if len(vectors) <= n:
+        return vectors
+    return vectors[rng.choice(len(vectors), n, replace=False)]
