@@ -97,7 +97,7 @@ def write_table(variants: list[Variant], out: Path, split: str, doc: Path) -> No
         ratios = {v.name: np.mean([per_seq[v.name][s] for s in sequences]) / np.mean([oracle[s] for s in sequences])
                   for v in variants}
         lines += ["", "Fraction of the oracle (`oracle_fast`) J&F: "
-                  + ", ".join(f"`{name}` {r:.2f}" for name, r in ratios.items())]
+                  + ", ".join(f"`{name}` {r:.3f}" for name, r in ratios.items())]
     table = "\n".join(lines) + "\n"
     text = doc.read_text() if doc.exists() else ""
     start, end = "<!-- ablation:start -->", "<!-- ablation:end -->"

