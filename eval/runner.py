@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import yaml
 
 from ..config import Config
-from ..timing import Timings
+from ..timing import PeakMemory, Timings
 from ..errors import InputError
 from ..outputs import atomic_write, write_label_png
 from . import davis
@@ -65,43 +64,6 @@ def read_run(folder: Path) -> SequenceRun | None:
         return SequenceRun(**json.loads(path.read_text()))
     except (ValueError, TypeError):
         return None  # unreadable (edited by hand, older format): not finished, run it again
-
-
-class PeakMemory:
-    """Peak resident memory of this process while the block runs, sampled every 20 ms.
-
-    ``ru_maxrss`` only ever grows over a process's life, so it cannot give one sequence's peak;
-    sampling /proc does (Linux; elsewhere the process-wide maximum is reported).
-    """
-
-    def __init__(self) -> None:
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> "PeakMemory":
-        self.peak_mb = _rss_mb()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, _rss_mb())
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak_mb = max(self.peak_mb, _rss_mb())
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_davis(

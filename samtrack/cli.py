@@ -159,8 +159,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from .api import InferenceState, VideoPredictor
-    from .eval.runner import PeakMemory
     from .prompts import load_mask_prompt
+    from .timing import PeakMemory
 
     config = config_from_args(args, [f"video.max_frames={args.max_frames}"] if args.max_frames else [])
     objects = load_mask_prompt(Path(args.mask), args.mask_frame)

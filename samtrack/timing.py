@@ -1,6 +1,8 @@
-"""Wall-clock time per pipeline stage (encoder, tracker, decoder, sampling, io)."""
+"""Wall-clock time per pipeline stage (encoder, tracker, decoder, sampling, io) and peak memory."""
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -28,3 +30,40 @@ class Timings:
     def per_frame(self, n_frames: int) -> dict[str, float]:
         """Milliseconds per frame for each stage."""
         return {stage: 1000.0 * s / max(n_frames, 1) for stage, s in sorted(self.seconds.items())}
+
+
+class PeakMemory:
+    """Peak resident memory of this process while the block runs, sampled every 20 ms.
+
+    ``ru_maxrss`` only ever grows over a process's life, so it cannot give one sequence's peak;
+    sampling /proc does (Linux; elsewhere the process-wide maximum is reported).
+    """
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "PeakMemory":
+        self.peak_mb = _rss_mb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
