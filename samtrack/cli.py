@@ -94,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     from .api import InferenceState, VideoPredictor
     from .outputs import StagedOutputDir, TracksRecorder, write_label_png
     from .prompts import load_clicks, load_mask_prompt
+    from .video import RecentFrames, open_video
 
     extra = [f"video.{key}={value}" for key, value in
              (("start", args.start), ("stride", args.stride), ("max_frames", args.max_frames),
@@ -107,7 +108,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.points and args.mask_frame is not None:
         raise SamtrackError("--mask-frame goes with --mask; clicks.json gives each prompt's frame itself")
     objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
-    state = InferenceState.open(args.input, config.video)
+    # The overlay needs the frame the pipeline has just read: keep it rather than decode it twice.
+    state = InferenceState.open(RecentFrames(open_video(args.input)), config.video)
     state.add_objects(objects, prompt_path)
     out = Path(args.out)
     _check_replaceable(out, [Path(args.input), prompt_path])

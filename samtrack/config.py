@@ -84,6 +84,12 @@ class DecodeConfig:
     use_negative_pass: bool = True
     # Further passes that add the current mask's box and the previous low-res logits.
     refine_iters: int = 12
+    # Prompt each frame with the object's low-res logits from the frame before (one pass with
+    # all points instead of passes 1 and 2): keeps parts that have no point on them this frame.
+    mask_memory: bool = False
+    # A mask over this many times the area of the object's last accepted mask is rejected for
+    # that mask moved by its points' motion (0 = accept any mask).
+    max_growth: float = 0.0
     # A mask whose predicted IoU is below this is dropped (the object is empty on that frame).
     iou_threshold: float = 0.7
     # Foreground floor for merging objects: a pixel is background unless some object's logit
@@ -113,6 +119,10 @@ class RedetectConfig:
     add_points: int = 3
     # ...within this many times sqrt(last good mask area), plus 50 px, of that mask's centre.
     search_radius: float = 2.5
+    # Positives added at the most object-like cells just outside the last mask (a part the mask
+    # lost), scoring above grow_margin; 0 = none.
+    grow_points: int = 0
+    grow_margin: float = 0.0
 
 
 @dataclass
@@ -155,6 +165,7 @@ class Config:
             (self.tracker.lk.fb_threshold > 0, "tracker.lk.fb_threshold must be > 0"),
             (self.decode.refine_iters >= 0, "decode.refine_iters must be >= 0"),
             (self.reinit.every >= 0, "reinit.every must be >= 0 (0 = off)"),
+            (self.decode.max_growth == 0 or self.decode.max_growth > 1, "decode.max_growth must be 0 (off) or > 1"),
             (self.redetect.bank_size >= 1, "redetect.bank_size must be >= 1"),
             (self.redetect.min_points >= 0, "redetect.min_points must be >= 0"),
             (self.redetect.add_points >= 0, "redetect.add_points must be >= 0"),

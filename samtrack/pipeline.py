@@ -24,6 +24,10 @@ from .trackers import PointTracker
 from .video import VideoReader, resize_longest_side
 
 
+# After this many frames in a row of rejected masks, the object is taken to have really grown.
+_MAX_REJECTIONS = 5
+
+
 @dataclass
 class ObjectPoints:
     """An object's query points on one frame, in pixels of the original frame."""
@@ -101,6 +105,9 @@ class _Track:
     last_good_mask: np.ndarray | None = None
     score: float | None = None
     appearance: AppearanceModel | None = None
+    low_res: np.ndarray | None = None  # the last accepted prediction's low-res logits
+    motion: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # median point step
+    rejected: int = 0  # consecutive frames whose mask the area guard rejected
 
     def set_points(self, xy: np.ndarray, labels: np.ndarray) -> None:
         self.xy = xy.astype(np.float32)
@@ -160,8 +167,11 @@ class SamPt:
             for k in range(1, len(indices)):
                 frame_index = indices[k]
                 for track_id, (xy, visible) in paths.items():
-                    tracks[track_id].xy, tracks[track_id].visible = xy[k], visible[k]
-                    tracks[track_id].frames_since_init += 1
+                    track = tracks[track_id]
+                    moved = visible[k] & visible[k - 1]
+                    track.motion = np.median(xy[k][moved] - xy[k - 1][moved], axis=0) if moved.any() else np.zeros(2, np.float32)
+                    track.xy, track.visible = xy[k], visible[k]
+                    track.frames_since_init += 1
                 if frame_index in events and k == len(indices) - 1:
                     yield self._emit_prompted(source, frame_index, events[frame_index], tracks, rng)
                 else:
@@ -283,7 +293,8 @@ class SamPt:
         for obj_id, track in tracks.items():
             if obj_id in given_masks:
                 # A user mask is the answer on its own frame; logits only order it in the merge.
-                logits[obj_id] = np.where(given_masks[obj_id], 1e4, -1e4).astype(np.float32)
+                logits[obj_id] = _as_logits(given_masks[obj_id])
+                track.low_res = None
                 continue
             if redetect and obj_id not in clicks and track.appearance is not None:
                 frame_embedding = encoded()  # outside the timer: the encoder is timed on its own
@@ -295,16 +306,19 @@ class SamPt:
                 box = clicks[obj_id].box * np.tile(source.scale, 2)
             if not (labels == 1).any() and box is None:
                 continue
+            prior = track.low_res if self.config.decode.mask_memory and obj_id not in clicks else None
             with self.timings.measure("decoder"):
-                prediction = self.decode_object(encoded(), xy, labels, box)
+                prediction = self.decode_object(encoded(), xy, labels, box, prior)
             if prediction is not None:
-                logits[obj_id] = prediction.logits
+                logits[obj_id] = self._accept(track, prediction, guard=obj_id not in clicks)
                 scores[obj_id] = prediction.iou
         label_map = merge_logits(logits, source.size, self.config.decode.merge_threshold)
         for obj_id, track in tracks.items():
             track.mask = label_map == obj_id
             track.score = scores.get(obj_id)
-            if track.mask.any():
+            if not track.mask.any():
+                track.low_res = None  # a memory of a vanished object would pin where it comes back
+            else:
                 track.last_good_mask = track.mask
                 if redetect and obj_id in learn:
                     rng = np.random.default_rng(self.config.sampling.seed)
@@ -317,6 +331,28 @@ class SamPt:
             scores=scores,
         )
 
+    def _accept(self, track: _Track, prediction: MaskPrediction, guard: bool) -> np.ndarray:
+        """The object's logits for the merge: the prediction's, or, when the area guard rejects
+        it, the object's last accepted mask moved with its points."""
+        if guard and self._overgrown(track, prediction.logits):
+            return _as_logits(_shift_mask(track.last_good_mask, track.motion))
+        track.low_res = prediction.low_res_logits
+        return prediction.logits
+
+    def _overgrown(self, track: _Track, logits: np.ndarray) -> bool:
+        """Whether a predicted mask is too large next to the object's last accepted mask (points
+        that slid onto a look-alike background); a run of rejections is taken as real growth."""
+        growth = self.config.decode.max_growth
+        if growth <= 0 or track.last_good_mask is None or track.rejected >= _MAX_REJECTIONS:
+            track.rejected = 0
+            return False
+        area = np.count_nonzero(logits > self.config.decode.merge_threshold)
+        if area > growth * np.count_nonzero(track.last_good_mask):
+            track.rejected += 1
+            return True
+        track.rejected = 0
+        return False
+
     def _check_points(self, track: _Track, embedding: ImageEmbedding) -> None:
         """Drop visible positives on cells that look like background; when too few are left, add
         positives at the most object-like cells near where the object was last seen."""
@@ -325,16 +361,22 @@ class SamPt:
         positive = track.visible & (track.labels == 1)
         off_object = positive & (score_map.at(track.xy) <= 0)
         track.visible = track.visible & ~off_object
+        if cfg.grow_points and track.mask is not None and track.mask.any():
+            reach = 0.25 * np.sqrt(np.count_nonzero(track.mask)) + 8
+            self._add_positives(track, score_map.best_around(track.mask, reach, cfg.grow_points, cfg.grow_margin))
         if (positive & ~off_object).sum() >= cfg.min_points or track.last_good_mask is None:
             return
         ys, xs = np.nonzero(track.last_good_mask)
         centre = np.array([xs.mean(), ys.mean()], np.float32)
         radius = cfg.search_radius * np.sqrt(len(xs)) + 50.0
-        found = score_map.best_near(centre, radius, cfg.add_points)
-        if len(found):
-            track.xy = np.concatenate([track.xy, found])
-            track.labels = np.concatenate([track.labels, np.ones(len(found), np.int32)])
-            track.visible = np.concatenate([track.visible, np.ones(len(found), bool)])
+        self._add_positives(track, score_map.best_near(centre, radius, cfg.add_points))
+
+    @staticmethod
+    def _add_positives(track: _Track, xy: np.ndarray) -> None:
+        if len(xy):
+            track.xy = np.concatenate([track.xy, xy])
+            track.labels = np.concatenate([track.labels, np.ones(len(xy), np.int32)])
+            track.visible = np.concatenate([track.visible, np.ones(len(xy), bool)])
 
     def _prompt_points(self, obj_id: int, tracks: dict[int, _Track]) -> tuple[np.ndarray, np.ndarray]:
         """The object's visible points, plus other objects' visible positives as negatives."""
@@ -350,24 +392,30 @@ class SamPt:
         return xy, labels
 
     def decode_object(
-        self, embedding: ImageEmbedding, xy: np.ndarray, labels: np.ndarray, box: np.ndarray | None
+        self,
+        embedding: ImageEmbedding,
+        xy: np.ndarray,
+        labels: np.ndarray,
+        box: np.ndarray | None,
+        prior: np.ndarray | None = None,
     ) -> MaskPrediction | None:
-        """SAM-PT's decoder passes: positives, then positives + negatives, then box refinements."""
+        """SAM-PT's decoder passes: positives, then positives + negatives, then box refinements;
+        with ``prior`` (low-res logits of the frame before), one pass with all points and it."""
         cfg = self.config.decode
         positive = labels == 1
-        if cfg.use_negative_pass and (~positive).any() and positive.any():
+        points = (xy, labels) if len(xy) else (None, None)
+        if prior is not None:
+            prediction = self.segmenter.decode(embedding, *points, box=box, mask_input=prior)
+        elif cfg.use_negative_pass and (~positive).any() and positive.any():
             first = self.segmenter.decode(embedding, xy[positive], labels[positive], box=box)
             prediction = self.segmenter.decode(embedding, xy, labels, box=box, mask_input=first.low_res_logits)
         else:
-            prediction = self.segmenter.decode(embedding, xy if len(xy) else None, labels if len(xy) else None, box=box)
+            prediction = self.segmenter.decode(embedding, *points, box=box)
         for _ in range(cfg.refine_iters):
             refine_box = mask_box(prediction.mask)
             if refine_box is None:
                 break
-            prediction = self.segmenter.decode(
-                embedding, xy if len(xy) else None, labels if len(xy) else None,
-                box=refine_box, mask_input=prediction.low_res_logits,
-            )
+            prediction = self.segmenter.decode(embedding, *points, box=refine_box, mask_input=prediction.low_res_logits)
         if prediction.iou < cfg.iou_threshold:
             return None
         return prediction
@@ -396,6 +444,18 @@ def mask_box(mask: np.ndarray) -> np.ndarray | None:
         return None
     x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
     return np.array([x, y, x + w - 1, y + h - 1], np.float32)
+
+
+def _as_logits(mask: np.ndarray) -> np.ndarray:
+    """Logits for a mask taken as certain."""
+    return np.where(mask, 1e4, -1e4).astype(np.float32)
+
+
+def _shift_mask(mask: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """``mask`` moved by ``step = (dx, dy)`` pixels (what leaves the frame is lost)."""
+    matrix = np.array([[1, 0, step[0]], [0, 1, step[1]]], np.float32)
+    moved = cv2.warpAffine(mask.astype(np.uint8), matrix, (mask.shape[1], mask.shape[0]), flags=cv2.INTER_NEAREST)
+    return moved > 0
 
 
 def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

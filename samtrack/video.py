@@ -318,6 +318,38 @@ class FrameFolderReader:
         pass
 
 
+class RecentFrames:
+    """A :class:`VideoReader` over another one that keeps the last ``size`` frames it decoded.
+
+    ``samtrack run`` reads each frame twice in a row, once in the pipeline and once to draw the
+    overlay; decoding a 480p frame again costs about as much as writing its mask. Frames come
+    back read-only, since the same array goes to every caller.
+    """
+
+    def __init__(self, reader: VideoReader, size: int = 2) -> None:
+        self.reader = reader
+        self.info = reader.info
+        self.size = size
+        self._recent: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def read(self, index: int) -> np.ndarray:
+        frame = self._recent.pop(index, None)
+        if frame is None:
+            frame = self.reader.read(index)
+            frame.flags.writeable = False
+        self._recent[index] = frame  # re-inserted: the dict's order is the reading order
+        while len(self._recent) > self.size:
+            del self._recent[next(iter(self._recent))]
+        return frame
+
+    def close(self) -> None:
+        self._recent.clear()
+        self.reader.close()
+
+
 def _natural_key(name: str) -> list[int | str]:
     # re.split with a capture group alternates text and digit runs, so keys always compare
     # str with str and int with int.

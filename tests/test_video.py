@@ -460,3 +460,22 @@ def test_overlay_writer_rejects_size_change_and_empty_video(tmp_path: Path) -> N
         with OverlayWriter(tmp_path / "b.mp4", fps=24):
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_recent_frames_decodes_a_frame_read_twice_in_a_row_once():
+    from samtrack.video import RecentFrames
+
+    from .fakes import ArrayVideo
+
+    frames = [np.full((4, 6, 3), i, np.uint8) for i in range(5)]
+    inner = ArrayVideo([f.copy() for f in frames])
+    decoded = []
+    original = inner.read
+    inner.read = lambda i: (decoded.append(i), original(i).copy())[1]
+    reader = RecentFrames(inner, size=2)
+    for i in (0, 1, 1, 0, 2, 2, 1):  # reading 2 pushes out 1, the least recently read
+        assert np.array_equal(reader.read(i), frames[i])
+    assert decoded == [0, 1, 2, 1]
+    assert len(reader) == 5 and reader.info is inner.info
+    with pytest.raises(ValueError):
+        reader.read(2)[0, 0, 0] = 9  # shared with every caller, so read-only

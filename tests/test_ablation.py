@@ -1,0 +1,28 @@
+"""The ablation table in docs/RESULTS.md is written from the runs' CSVs."""
+from __future__ import annotations
+
+from samtrack.eval.ablation import Variant, write_table
+
+
+def write_run(folder, scores: dict[str, tuple[float, float]], seconds: float) -> None:
+    folder.mkdir(parents=True)
+    rows = ["Sequence,J-Mean,F-Mean"] + [f"{s}_1,{j},{f}" for s, (j, f) in scores.items()]
+    (folder / "per-sequence_results-dev.csv").write_text("\n".join(rows) + "\n")
+    j = sum(v[0] for v in scores.values()) / len(scores)
+    f = sum(v[1] for v in scores.values()) / len(scores)
+    (folder / "global_results-dev.csv").write_text(f"J&F-Mean,J-Mean,F-Mean\n{(j + f) / 2},{j},{f}\n")
+    (folder / "runs-dev.csv").write_text("Sequence,Frames,Seconds\n" + "".join(f"{s},10,{seconds}\n" for s in scores))
+
+
+def test_table_places_each_variant_against_the_oracle(tmp_path):
+    write_run(tmp_path / "ours", {"a": (0.6, 0.4), "b": (0.9, 0.9)}, seconds=2.0)
+    write_run(tmp_path / "oracle_fast", {"a": (1.0, 1.0), "b": (1.0, 0.8)}, seconds=1.0)
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("intro\n<!-- ablation:start -->\nold table\n<!-- ablation:end -->\noutro\n")
+    write_table([Variant("ours", "our loop", ()), Variant("oracle_fast", "ceiling", ())], tmp_path, "dev", doc)
+    text = doc.read_text()
+    assert text.startswith("intro\n<!-- ablation:start -->\n") and text.endswith("<!-- ablation:end -->\noutro\n")
+    assert "old table" not in text
+    assert "| `ours` | 0.700 | 0.750 | 0.650 | 200 | our loop |" in text  # 2 x 2 s / 20 frames
+    assert "| a_1 | 0.500 | 1.000 |" in text and "| b_1 | 0.900 | 0.900 |" in text
+    assert "- `ours` 0.737 (a_1 0.50)" in text  # 0.7 / 0.95; sequence a: 0.5 / 1.0
