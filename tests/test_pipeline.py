@@ -174,3 +174,25 @@ def test_window_bounds_frames_held(monkeypatch):
 
 def test_default_config_matches_reinit_preset():
     assert load_config("sam_pt_reinit") == Config().validate()
+
+
+class SlowEncoder(BlobSegmenter):
+    def encode(self, image):
+        import time
+
+        time.sleep(0.05)
+        return super().encode(image)
+
+
+@pytest.mark.parametrize("preset", ["fast", "samtrack"])
+def test_stage_timings_do_not_overlap(preset):
+    """The encoder runs lazily, on the first stage that needs a frame's embedding; its time must
+    be counted once, as the encoder's, whichever stage that is."""
+    video = SyntheticVideo(6, {1: (10, 40, 30, 2)})
+    overrides = ["redetect.enabled=false"] if preset == "samtrack" else []  # blobs have no feature grid
+    predictor = VideoPredictor(load_config(preset, overrides), SlowEncoder(), ColourTracker())
+    state = predictor.init_state(video)
+    predictor.add_new_mask(state, 0, 1, video.truth(1, 0))
+    list(predictor.propagate_in_video(state))
+    stages = predictor.timings.seconds
+    assert stages["encoder"] >= 0.25 and stages["decoder"] < 0.1, dict(stages)
