@@ -355,8 +355,9 @@ class SamPt:
         return False
 
     def _check_points(self, track: _Track, embedding: ImageEmbedding) -> None:
-        """Drop visible positives on cells that look like background; when too few are left, add
-        positives at the most object-like cells near where the object was last seen."""
+        """Drop visible positives on cells that look like background; add positives at the most
+        object-like cells just outside the last mask (a part it lost), and, when too few
+        positives are left, at the most object-like cells near where the object was last seen."""
         cfg = self.config.redetect
         score_map = track.appearance.score(embedding)
         positive = track.visible & (track.labels == 1)
