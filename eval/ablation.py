@@ -19,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import run_command
+from ..errors import InputError, SamtrackError
 from ..outputs import atomic_write
+from .commands import split_name
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                    "--split", args.split, "--out", str(out / variant.name), "--resume", "--quiet",
                    "--set", f"segmenter.embedding_cache={out / 'embeddings'}", *variant.args]
         print("+", " ".join(command[1:]), file=sys.stderr)
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    write_table(chosen, out, Path(args.split).stem if Path(args.split).suffix else args.split, Path(args.doc))
+        code = subprocess.run(command, stdout=subprocess.DEVNULL).returncode
+        if code:  # its own error line is already on stderr
+            raise SamtrackError(f"variant {variant.name}: samtrack eval davis failed (exit code {code})")
+    write_table(chosen, out, split_name(args.split), Path(args.doc))
     print(f"-> {args.doc}")
     return 0
 
@@ -129,9 +134,11 @@ def write_table(variants: list[Variant], out: Path, split: str, doc: Path) -> No
 def _read_csv(path: Path) -> list[dict[str, str]]:
     import csv
 
+    if not path.is_file():
+        raise InputError("missing: run this variant first (without --table-only)", path)
     with open(path) as f:
         return list(csv.DictReader(f))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, prog="samtrack.eval.ablation"))

@@ -74,20 +74,39 @@ def _sequences(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def _split_name(split: str) -> str:
+def split_name(split: str) -> str:
+    """The name a split's CSVs carry: ``val``, or a list file's stem."""
     return Path(split).stem if Path(split).suffix else split
+
+
+def _output_folder(path: str | Path) -> Path:
+    """``--out``, refused at once when it names a file (results go into a folder)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError("exists and is not a folder", path)
+    return path
+
+
+def _progress(quiet: bool) -> Callable[[str, int], Callable[[], None]]:
+    """A per-sequence progress bar factory: ``progress(name, n_frames)`` gives a tick."""
+    def progress(name: str, n: int) -> Callable[[], None]:
+        bar = tqdm(total=n, desc=name, unit="frame", file=sys.stderr, disable=quiet, leave=False)
+        return lambda: bar.update(1)
+
+    return progress
 
 
 def _davis(args: argparse.Namespace) -> int:
     from ..api import VideoPredictor
-    from ..cli import config_from_args
+    from ..cli import stderr_logger, config_from_args
     from . import report, scoring
     from .runner import davis_fingerprint, finished_run, run_davis, write_runs_csv
 
     config = config_from_args(args)
     sequences = _sequences(args)
-    out = Path(args.out)
-    split = _split_name(args.split)
+    out = _output_folder(args.out)
+    split = split_name(args.split)
+    report.check_plotting()  # before hours of running, not after
     if args.resume:
         # A resume that mixes configs is refused before the model loads or old scores go.
         fingerprint = davis_fingerprint(config, args.year, args.method)
@@ -96,15 +115,10 @@ def _davis(args: argparse.Namespace) -> int:
     # Scores are always recomputed from the PNGs, so old CSVs can never be mistaken for new ones.
     for stale in (out / f"global_results-{split}.csv", out / f"per-sequence_results-{split}.csv"):
         stale.unlink(missing_ok=True)
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    log = stderr_logger(args.quiet)
     predictor = VideoPredictor.from_config(config, log=log) if args.method != "copy" else None
-
-    def progress(seq: str, n: int):
-        bar = tqdm(total=n, desc=seq, unit="frame", file=sys.stderr, disable=args.quiet, leave=False)
-        return lambda: bar.update(1)
-
     runs = run_davis(predictor, args.root, sequences, args.year, out / "results", resume=args.resume,
-                     log=log, progress=progress, method=args.method)
+                     log=log, progress=_progress(args.quiet), method=args.method)
     write_runs_csv(runs, out / f"runs-{split}.csv")
     result = scoring.score_results(out / "results", args.root, sequences, args.year)
     scoring.write_csvs(result, out, split)
@@ -119,8 +133,9 @@ def _score(args: argparse.Namespace) -> int:
     from . import scoring
 
     sequences = _sequences(args)
+    out = _output_folder(args.out or args.results)
     result = scoring.score_results(args.results, args.root, sequences, args.year)
-    paths = scoring.write_csvs(result, args.out or args.results, _split_name(args.split))
+    paths = scoring.write_csvs(result, out, split_name(args.split))
     print(scoring.format_table(result))
     print("-> " + ", ".join(map(str, paths)))
     return 0
@@ -138,13 +153,13 @@ def _submission_args(p: argparse.ArgumentParser, add_config_args: Callable[[argp
 
 def _submission(args: argparse.Namespace) -> int:
     from ..api import VideoPredictor
-    from ..cli import config_from_args
+    from ..cli import stderr_logger, config_from_args
     from . import report, youtubevos
     from .runner import finished_run, write_runs_csv
 
     benchmark = youtubevos.BENCHMARKS[f"youtubevos{args.year}" if args.dataset == "youtubevos" else args.dataset]
     config = config_from_args(args)
-    out = Path(args.out)
+    out = _output_folder(args.out)
     # The dataset is checked before the model loads, so that a wrong path fails at once.
     videos = [v.name for v in youtubevos.list_videos(args.root, args.split, benchmark, args.all_frames, args.videos)]
     zip_path = out / f"{benchmark.name}-{args.split}.zip"
@@ -155,15 +170,10 @@ def _submission(args: argparse.Namespace) -> int:
             finished_run(out / youtubevos.RESULTS / video, fingerprint, resume=True)
     # An archive from an earlier run must not pass for this run's if this one fails.
     zip_path.unlink(missing_ok=True)
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    log = stderr_logger(args.quiet)
     predictor = VideoPredictor.from_config(config, log=log)
-
-    def progress(video: str, n: int):
-        bar = tqdm(total=n, desc=video, unit="frame", file=sys.stderr, disable=args.quiet, leave=False)
-        return lambda: bar.update(1)
-
     runs = youtubevos.run_youtubevos(predictor, args.root, args.split, out, resume=args.resume, log=log,
-                                     progress=progress, benchmark=benchmark,
+                                     progress=_progress(args.quiet), benchmark=benchmark,
                                      all_frames=args.all_frames, videos=videos)
     write_runs_csv(runs, out / f"runs-{args.split}.csv")
     youtubevos.write_submission(out, zip_path, videos, benchmark)

@@ -16,9 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from .. import outputs
 from ..errors import InputError
+from ..video import natural_key
 
 YEARS = (2016, 2017)
 VOID_LABEL = 255
@@ -65,7 +66,8 @@ def list_sequences(root: str | Path, year: int, split_or_file: str | Path | None
 
 
 def frame_paths(root: str | Path, seq: str) -> list[Path]:
-    """The sequence's frames (JPEG as in DAVIS, or PNG in generic layouts) in file name order."""
+    """The sequence's frames (JPEG as in DAVIS, or PNG in generic layouts) in file name order
+    (numbers compared as numbers)."""
     folder = images_dir(root) / seq
     if folder.is_dir() and not any(folder.glob("*.jpg")) and any(folder.glob("*.png")):
         return _sequence_files(folder, "*.png")
@@ -78,24 +80,12 @@ def annotation_paths(root: str | Path, seq: str) -> list[Path]:
 
 
 def read_label_png(path: str | Path) -> np.ndarray:
-    """A single-channel label PNG as uint8 ``[H, W]``: palette indices for mode P, grey values
-    for L (and LA, whose alpha is dropped), 0/1 for 1-bit images.
+    """A label PNG as the official evaluator reads it: palette indices, or grey values, as ids.
 
     Raises:
-        InputError: the file is missing, unreadable, or not a single-channel label image.
+        InputError: the file is missing, unreadable, or not a PNG of labels.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("mask not found", path)
-    try:
-        with Image.open(path) as image:
-            if image.mode == "LA":
-                image = image.convert("L")
-            if image.mode not in ("1", "L", "P"):
-                raise InputError(f"expected a palette, grey or 1-bit PNG, got mode {image.mode}", path)
-            return np.asarray(image).astype(np.uint8)
-    except OSError as exc:
-        raise InputError(f"cannot read mask: {exc}", path) from exc
+    return outputs.read_label_png(path, grey_values_are_ids=True)
 
 
 def load_annotations(root: str | Path, seq: str, year: int) -> tuple[np.ndarray, list[int]]:
@@ -147,7 +137,8 @@ def _data_dir(root: str | Path, kind: str) -> Path:
 def _sequence_files(folder: Path, pattern: str) -> list[Path]:
     if not folder.is_dir():
         raise InputError("sequence folder not found", folder)
-    files = sorted(folder.glob(pattern))
+    # Numeric order, as the frame reader uses: "2.jpg" comes before "10.jpg".
+    files = sorted(folder.glob(pattern), key=lambda p: natural_key(p.name))
     if not files:
         raise InputError(f"no {pattern} files", folder)
     return files
@@ -175,8 +166,12 @@ def _read_sequence_list(path: Path) -> list[str]:
     A line is either a bare name or, as in the original DAVIS 2016 release, frame paths such as
     ``/JPEGImages/480p/bear/00000.jpg /Annotations/480p/bear/00000.png``.
     """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the sequence list ({exc.__class__.__name__})", path) from None
     names: dict[str, None] = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         fields = line.split()
         if fields:
             first = Path(fields[0])

@@ -25,16 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from ..cli import run_command
+from ..errors import InputError, SamtrackError
 from ..outputs import atomic_write
 from ..video import FrameFolderReader
 
 
-def ping_pong_folder(frames: Path, length: int, folder: Path) -> None:
-    """Fill ``folder`` with ``length`` links to the frames of ``frames``, played back and forth."""
-    source = FrameFolderReader(frames).files
-    if len(source) < 2:
-        raise InputError("needs at least 2 frames", frames)
+def ping_pong_folder(source: list[Path], length: int, folder: Path) -> None:
+    """Fill ``folder`` with ``length`` links to the frames ``source``, played back and forth."""
     cycle = source + source[-2:0:-1]
     for i in range(length):
         target = cycle[i % len(cycle)].resolve()
@@ -47,8 +45,8 @@ def peak_rss_mb(command: list[str]) -> tuple[float, float]:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
+    if process.returncode != 0:  # its own error line is already on stderr
+        raise SamtrackError(f"samtrack run failed (exit code {process.returncode})")
     return usage.ru_maxrss / 1024, time.perf_counter() - started  # ru_maxrss is in KiB on Linux
 
 
@@ -61,13 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-cache", help="serve repeated frames' embeddings from this folder")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    if not args.frames.is_dir():
+        raise InputError("not a folder of frames", args.frames)
+    source = FrameFolderReader(args.frames).files
+    if len(source) < 2:
+        raise InputError("needs at least 2 frames", args.frames)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="samtrack-memory-") as tmp:
         for length in args.lengths:
             video, out = Path(tmp) / f"video{length}", Path(tmp) / f"out{length}"
             video.mkdir()
-            ping_pong_folder(args.frames, length, video)
+            ping_pong_folder(source, length, video)
             command = [sys.executable, "-m", "samtrack.cli", "run", str(video), "--mask", args.mask,
                        "--out", str(out), "--quiet"]
             if args.config:
@@ -88,4 +91,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, prog="samtrack.eval.memory"))

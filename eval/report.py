@@ -6,9 +6,18 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import SamtrackError
 from ..outputs import atomic_write
 from .runner import SequenceRun
 from .scoring import GLOBAL_COLUMNS, ScoreResult
+
+
+def check_plotting() -> None:
+    """Fail at once when the report's plots cannot be drawn (matplotlib is an optional extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise SamtrackError("the report's plots need matplotlib: pip install 'samtrack[report]'")
 
 
 def runs_table(runs: Sequence[SequenceRun]) -> str:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ import yaml
 from ..config import Config
 from ..timing import PeakMemory, Timings
 from ..errors import InputError
-from ..outputs import atomic_write, write_label_png
+from ..outputs import StagedOutputDir, atomic_write, write_label_png
 from . import davis
 
 RUN_RECORD = "run.json"
@@ -133,31 +131,22 @@ def run_staged(timings: Timings, folder: Path, fingerprint: str, segment: Callab
     returns, so that a folder with a record is always complete. On failure the staging folder is
     deleted and ``folder`` is left as it was.
     """
-    staging = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    timings.seconds.clear()
-    start = time.perf_counter()
-    try:
+    timings.reset()
+    # A fixed staging name: a run killed mid-sequence leaves it, and the next run reclaims it.
+    with StagedOutputDir(folder, staging_name=f".{folder.name}.partial") as staging:
+        start = time.perf_counter()
         with PeakMemory() as memory:
             frames = segment(staging)
-        seconds = time.perf_counter() - start
         run = SequenceRun(
             sequence=folder.name,
             frames=frames,
-            seconds=round(seconds, 3),
+            seconds=round(time.perf_counter() - start, 3),
             peak_rss_mb=round(memory.peak_mb, 1),
             config_fingerprint=fingerprint,
             stages_ms_per_frame={k: round(v, 1) for k, v in timings.per_frame(frames).items()},
         )
         with atomic_write(staging / RUN_RECORD, "w") as f:
             json.dump(asdict(run), f, indent=1)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
     return run
 
 
@@ -186,8 +175,7 @@ def _run_sequence(predictor, root, seq: str, year: int, results_dir: Path, finge
             frames = baselines.oracle(predictor.pipeline, davis.images_dir(root) / seq, ground_truth)
         else:
             state = predictor.init_state(davis.images_dir(root) / seq)
-            for obj_id in object_ids:
-                state.add_objects([mask_prompt(labels == obj_id, obj_id)], annotations[0])
+            state.add_objects([mask_prompt(labels == obj_id, obj_id) for obj_id in object_ids], annotations[0])
             frames = ((r.frame_index, r.label_map) for r in predictor.segment_video(state))
         for index, label_map in frames:
             write_label_png(staging / f"{frame_paths[index].stem}.png", label_map)

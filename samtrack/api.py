@@ -156,9 +156,7 @@ class VideoPredictor:
         prompt; later prompts correct them. With ``reverse=True`` the pass runs backward from the
         latest first prompt, each object starting at its first prompt.
         """
-        objects = list(state.objects.values())
-        if not objects:
-            raise InputError("no prompts: add points, a box or a mask first", state.video_path)
+        objects = _prompted(state)
         order = state.frame_indices[::-1] if reverse else state.frame_indices
         yield from self.pipeline.propagate(state.reader, objects, order, reverse=reverse)
 
@@ -168,9 +166,7 @@ class VideoPredictor:
         The backward pass runs first and its results wait on disk (not in memory) until the
         forward pass reaches them; objects from the forward pass take precedence where they meet.
         """
-        objects = list(state.objects.values())
-        if not objects:
-            raise InputError("no prompts: add points, a box or a mask first", state.video_path)
+        objects = _prompted(state)
         first = {o.obj_id: o.first_frame for o in objects}
         start = state.frame_indices[0]
         needs_backward = any(f > start for f in first.values())
@@ -185,8 +181,7 @@ class VideoPredictor:
                     _spill(Path(spill), result)
                     spilled.add(result.frame_index)
             earliest = min(first.values())
-            forward = self.pipeline.propagate(state.reader, objects, state.frame_indices)
-            pending = iter(forward)
+            pending = self.pipeline.propagate(state.reader, objects, state.frame_indices)
             for index in state.frame_indices:
                 backward = _unspill(Path(spill), index) if index in spilled else None
                 current = next(pending) if index >= earliest else None
@@ -206,6 +201,12 @@ class VideoPredictor:
             ObjectPrompts(o.obj_id, o.name, [p]) for o in state.objects.values() for p in o.prompts if p.frame == prompt.frame
         ]
         return next(self.pipeline.propagate(state.reader, here, [prompt.frame]))
+
+
+def _prompted(state: InferenceState) -> list[ObjectPrompts]:
+    if not state.objects:
+        raise InputError("no prompts: add points, a box or a mask first", state.video_path)
+    return list(state.objects.values())
 
 
 def _keep_objects(result: FrameResult, keep: set[int]) -> None:

@@ -26,13 +26,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    return run_command(args.handler, args)
+
+
+def run_command(handler: Callable[..., int | None], *args: object, prog: str = "samtrack") -> int:
+    """Call ``handler``; a user mistake becomes one line on stderr and its exit code."""
     try:
-        return args.handler(args) or 0
+        return handler(*args) or 0
     except SamtrackError as exc:
-        print(f"samtrack: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("samtrack: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 
@@ -113,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     state.add_objects(objects, prompt_path)
     out = Path(args.out)
     _check_replaceable(out, [Path(args.input), prompt_path])
-    predictor = VideoPredictor.from_config(config, log=_logger(args.quiet))
+    predictor = VideoPredictor.from_config(config, log=stderr_logger(args.quiet))
     info = state.reader.info
     names = {o.obj_id: o.name for o in objects}
 
@@ -168,7 +173,7 @@ def _bench(args: argparse.Namespace) -> int:
     objects = load_mask_prompt(Path(args.mask), args.mask_frame)
     state = InferenceState.open(args.input, config.video)
     state.add_objects(objects, args.mask)
-    predictor = VideoPredictor.from_config(config, log=_logger(False))
+    predictor = VideoPredictor.from_config(config, log=stderr_logger(False))
     started = time.perf_counter()
     with PeakMemory() as memory:
         n = sum(1 for _ in predictor.segment_video(state))
@@ -215,7 +220,7 @@ def _drawings(result):
     return [PointsDrawing(obj_id=o, xy=p.xy, visible=p.visible, positive=p.labels == 1) for o, p in result.points.items()]
 
 
-def _logger(quiet: bool) -> Callable[[str], None]:
+def stderr_logger(quiet: bool) -> Callable[[str], None]:
     def log(message: str) -> None:
         if not quiet:
             print(message, file=sys.stderr)
@@ -257,7 +262,7 @@ def _weights_list(args: argparse.Namespace) -> int:
 def _weights_fetch(args: argparse.Namespace) -> int:
     from . import weights
 
-    print(weights.fetch(args.name, log=_logger(False)))
+    print(weights.fetch(args.name, log=stderr_logger(False)))
     return 0
 
 

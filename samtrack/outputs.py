@@ -93,13 +93,14 @@ def write_label_png(path: str | Path, label_map: np.ndarray) -> None:
         image.save(f, format="PNG")
 
 
-def read_label_png(path: str | Path) -> np.ndarray:
+def read_label_png(path: str | Path, grey_values_are_ids: bool = False) -> np.ndarray:
     """Read a PNG of object ids: uint8 ``[H, W]``.
 
     An indexed (mode P) PNG gives its palette indices as they are, whatever colours the palette
     holds (DAVIS: 0 background, k object k, 255 void). Grey PNGs are binary masks: modes 1 and
     L, LA (alpha ignored) and RGB/RGBA whose three channels are equal give 1 where the grey value
-    is nonzero, else 0. Raises :class:`InputError` for a missing or unreadable file, a format
+    is nonzero, else 0 -- unless ``grey_values_are_ids``, when the grey values are the ids, as
+    the official DAVIS evaluator reads results and annotations. Raises :class:`InputError` for a missing or unreadable file, a format
     other than PNG (lossy formats smear ids), a colour RGB image, or another mode.
     """
     path = Path(path)
@@ -109,7 +110,7 @@ def read_label_png(path: str | Path) -> np.ndarray:
                 raise InputError(f"expected a PNG, got {image.format} (lossy formats blur object ids)", path)
             image.load()
             mode = image.mode
-            pixels = np.asarray(image)
+            pixels = np.array(image)  # writable: callers may edit the labels
     except FileNotFoundError:
         raise InputError("no such file", path) from None
     except UnidentifiedImageError:
@@ -131,6 +132,8 @@ def read_label_png(path: str | Path) -> np.ndarray:
         grey = rgb[..., 0]
     else:
         raise InputError(f"unsupported PNG mode {mode} (use an indexed PNG or a grey/binary one)", path)
+    if grey_values_are_ids:
+        return grey.astype(np.uint8)
     return (grey != 0).astype(np.uint8)
 
 
@@ -203,10 +206,14 @@ class StagedOutputDir:
     ``target``; an existing ``target`` is moved aside first and deleted only once the new one is
     in place. When the block raises, the staging folder is deleted and ``target`` is untouched.
     Nothing is created before the block is entered.
+
+    ``staging_name`` fixes the staging folder's name instead, for callers that run one writer
+    per target and want a killed run's leftovers reclaimed by the next run.
     """
 
-    def __init__(self, target: str | Path) -> None:
+    def __init__(self, target: str | Path, staging_name: str | None = None) -> None:
         self.target = Path(target)
+        self.staging_name = staging_name
         self._staging: Path | None = None
         self._resolved: Path | None = None
 
@@ -216,9 +223,9 @@ class StagedOutputDir:
         if target.exists() and not target.is_dir():
             raise InputError("exists and is not a folder", self.target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        staging = target.with_name(self.staging_name or f".{target.name}.partial-{os.getpid()}")
         if staging.exists():
-            # Left by a killed run whose process had our pid; the pid makes it ours.
+            # Left by a killed run (whose process had our pid, or that used the fixed name).
             shutil.rmtree(staging)
         staging.mkdir()
         self._staging, self._resolved = staging, target

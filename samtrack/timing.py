@@ -23,9 +23,8 @@ class Timings:
         finally:
             self.seconds[stage] += time.perf_counter() - start
 
-    def merge(self, other: "Timings") -> None:
-        for stage, seconds in other.seconds.items():
-            self.seconds[stage] += seconds
+    def reset(self) -> None:
+        self.seconds.clear()
 
     def per_frame(self, n_frames: int) -> dict[str, float]:
         """Milliseconds per frame for each stage."""

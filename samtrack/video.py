@@ -284,7 +284,7 @@ class FrameFolderReader:
     def __init__(self, path: Path) -> None:
         # Names starting with "." are hidden files, such as macOS "._0001.jpg" metadata.
         images = (p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-        self.files = sorted((p for p in images if p.is_file()), key=lambda p: _natural_key(p.name))
+        self.files = sorted((p for p in images if p.is_file()), key=lambda p: natural_key(p.name))
         if not self.files:
             raise InputError(f"the folder holds no images ({', '.join(IMAGE_SUFFIXES)})", path)
         try:
@@ -350,7 +350,7 @@ class RecentFrames:
         self.reader.close()
 
 
-def _natural_key(name: str) -> list[int | str]:
+def natural_key(name: str) -> list[int | str]:
     # re.split with a capture group alternates text and digit runs, so keys always compare
     # str with str and int with int.
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]

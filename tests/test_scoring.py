@@ -300,3 +300,38 @@ def test_2016_annotations_of_shared_data(davis16: Path) -> None:
     assert davis.list_sequences(davis16, 2016, davis16 / "dev.txt")[:2] == ["bear", "bmx-bumps"]
     labels, ids = davis.load_annotations(davis16, "dog-agility", 2016)
     assert ids == [1] and labels.shape == (25, 480, 854) and labels.max() == 1
+
+
+def test_unpadded_frame_names_keep_time_order(tmp_path: Path) -> None:
+    """Generic layouts may number frames 1, 2, ..., 10: they must pair with the frame reader's
+    (numeric) order, or results would be written under other frames' names."""
+    from samtrack.video import FrameFolderReader
+
+    folder = tmp_path / "JPEGImages" / "clip"
+    folder.mkdir(parents=True)
+    for t in (1, 2, 10):
+        Image.new("RGB", (4, 4)).save(folder / f"{t}.jpg")
+    assert [p.name for p in davis.frame_paths(tmp_path, "clip")] == ["1.jpg", "2.jpg", "10.jpg"]
+    assert davis.frame_paths(tmp_path, "clip") == FrameFolderReader(folder).files
+
+
+@pytest.mark.parametrize("command", ["score", "davis"])
+def test_out_that_is_a_file_is_a_one_line_error(davis17, tmp_path: Path, capsys, command) -> None:
+    from samtrack.cli import main
+
+    root, results, _ = davis17
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine\n")
+    argv = ["eval", command, "--root", str(root), "--year", "2017", "--split", "val", "--out", str(taken)]
+    argv += ["--results", str(results)] if command == "score" else ["--method", "copy", "--quiet"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"samtrack: error: {taken}: exists and is not a folder"
+    assert taken.read_text() == "mine\n"
+
+
+def test_unreadable_split_file_is_a_one_line_error(davis17, tmp_path: Path) -> None:
+    root, _, _ = davis17
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(InputError, match="cannot read the sequence list"):
+        davis.list_sequences(root, 2017, listing)

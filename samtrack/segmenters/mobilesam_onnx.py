@@ -72,18 +72,8 @@ class MobileSamOnnx:
         box: np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
     ) -> MaskPrediction:
-        """Predict one mask from points and/or a box (and optionally earlier low-res logits).
-
-        Args:
-            embedding: from :meth:`encode`.
-            points: float ``[N, 2]`` (x, y) pixels of the original frame.
-            labels: int ``[N]``, 1 positive / 0 negative; required with ``points``.
-            box: float ``[4]`` (x0, y0, x1, y1) pixels of the original frame.
-            mask_input: float32 ``[256, 256]`` ``low_res_logits`` of an earlier prediction.
-
-        Returns:
-            logits float32 ``[H, W]`` at the original size, the predicted IoU, and float32
-            ``[256, 256]`` low-res logits.
+        """:meth:`Segmenter.decode <samtrack.segmenters.base.Segmenter.decode>`: logits at the
+        original frame size, the predicted IoU and ``[256, 256]`` low-res logits.
 
         Raises:
             ValueError: no prompt at all, or prompts of the wrong shape or label values.
