@@ -11,8 +11,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..pipeline import SamPt, merge_logits
-from ..sampling import PointSampler
+from ..pipeline import SamPt, merge_logits, with_negatives
 from ..video import open_video
 
 
@@ -34,7 +33,6 @@ def oracle(pipeline: SamPt, frames: str | Path, ground_truth: Iterable[np.ndarra
     positives are this object's negatives, as in the pipeline.
     """
     config = pipeline.config
-    sampler = PointSampler(config.sampling)
     rng = np.random.default_rng(config.sampling.seed)
     reader = open_video(frames)
     try:
@@ -46,18 +44,14 @@ def oracle(pipeline: SamPt, frames: str | Path, ground_truth: Iterable[np.ndarra
             points = {}
             for obj_id in (int(i) for i in np.unique(labels) if i != 0):
                 with pipeline.timings.measure("sampling"):
-                    points[obj_id] = sampler.sample(labels == obj_id, image, rng)
+                    points[obj_id] = pipeline.sampler.sample(labels == obj_id, image, rng)
             logits = {}
             if points:
                 with pipeline.timings.measure("encoder"):
                     embedding = pipeline.segmenter.encode(image)
             for obj_id, (xy, lab) in points.items():
                 if config.sampling.other_objects_as_negative:
-                    others = [pts[labs == 1] for o, (pts, labs) in points.items() if o != obj_id]
-                    if others:
-                        extra = np.concatenate(others)
-                        xy = np.concatenate([xy, extra])
-                        lab = np.concatenate([lab, np.zeros(len(extra), np.int32)])
+                    xy, lab = with_negatives(xy, lab, [pts[labs == 1] for o, (pts, labs) in points.items() if o != obj_id])
                 with pipeline.timings.measure("decoder"):
                     prediction = pipeline.decode_object(embedding, xy, lab, None)
                 if prediction is not None:

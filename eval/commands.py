@@ -8,7 +8,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 
 
 def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -103,6 +103,10 @@ def _davis(args: argparse.Namespace) -> int:
     from .runner import davis_fingerprint, finished_run, run_davis, write_runs_csv
 
     config = config_from_args(args)
+    v = config.video
+    if (v.start, v.stride, v.max_frames) != (0, 1, None):
+        # Every frame is scored, so every frame must be segmented.
+        raise ConfigError("DAVIS scores every frame: video.start, stride and max_frames must keep their defaults")
     sequences = _sequences(args)
     out = _output_folder(args.out)
     split = split_name(args.split)

@@ -113,8 +113,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.points and args.mask_frame is not None:
         raise SamtrackError("--mask-frame goes with --mask; clicks.json gives each prompt's frame itself")
     objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
-    # The overlay needs the frame the pipeline has just read: keep it rather than decode it twice.
-    state = InferenceState.open(RecentFrames(open_video(args.input)), config.video)
+    # The overlay needs frames the pipeline has just read, a tracking window at a time: keep
+    # them rather than decode (and seek back for) each frame twice.
+    state = InferenceState.open(RecentFrames(open_video(args.input), size=config.tracking_window + 1), config.video)
     state.add_objects(objects, prompt_path)
     out = Path(args.out)
     _check_replaceable(out, [Path(args.input), prompt_path])
@@ -169,7 +170,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .prompts import load_mask_prompt
     from .timing import PeakMemory
 
-    config = config_from_args(args, [f"video.max_frames={args.max_frames}"] if args.max_frames else [])
+    config = config_from_args(args, [f"video.max_frames={args.max_frames}"] if args.max_frames is not None else [])
     objects = load_mask_prompt(Path(args.mask), args.mask_frame)
     state = InferenceState.open(args.input, config.video)
     state.add_objects(objects, args.mask)
@@ -193,6 +194,10 @@ def _check_replaceable(out: Path, inputs: Sequence[Path]) -> None:
     """Refuse an ``--out`` that a successful run must not replace, since the whole folder goes:
     a file, a folder holding one of ``inputs``, or a folder with entries samtrack does not write."""
     if not out.exists():
+        # The folder is made after the model loads; a parent that is a file must fail now.
+        parent = next(p for p in out.absolute().parents if p.exists())
+        if not parent.is_dir():
+            raise InputError(f"cannot create the results folder: {parent} is not a folder", out)
         return
     if not out.is_dir():
         raise InputError("exists and is not a folder", out)
@@ -283,9 +288,8 @@ def _weights_path(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- config
 def _add_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="print the effective config as YAML")
-    p.add_argument("--config", default=DEFAULT_PRESET, help="preset or YAML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.set_defaults(handler=lambda a: print(yaml.safe_dump(load_config(a.config, a.overrides).to_dict(), sort_keys=False), end=""))
+    add_config_args(p)
+    p.set_defaults(handler=lambda a: print(yaml.safe_dump(config_from_args(a).to_dict(), sort_keys=False), end=""))
 
 
 if __name__ == "__main__":

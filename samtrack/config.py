@@ -154,6 +154,12 @@ class Config:
     video: VideoConfig = field(default_factory=VideoConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
+    @property
+    def tracking_window(self) -> int:
+        """Frames per tracker call: from one re-initialisation to the next, or
+        ``tracker.window`` when points are never re-initialised."""
+        return self.reinit.every + 1 if self.reinit.every > 0 else self.tracker.window
+
     def validate(self) -> "Config":
         """Check value ranges the types cannot express; returns self."""
         checks = [

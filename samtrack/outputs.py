@@ -222,12 +222,15 @@ class StagedOutputDir:
         target = self.target.resolve()
         if target.exists() and not target.is_dir():
             raise InputError("exists and is not a folder", self.target)
-        target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.with_name(self.staging_name or f".{target.name}.partial-{os.getpid()}")
-        if staging.exists():
-            # Left by a killed run (whose process had our pid, or that used the fixed name).
-            shutil.rmtree(staging)
-        staging.mkdir()
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if staging.exists():
+                # Left by a killed run (whose process had our pid, or that used the fixed name).
+                shutil.rmtree(staging)
+            staging.mkdir()
+        except OSError as exc:
+            raise InputError(f"cannot create the results folder ({exc.strerror or exc})", self.target) from None
         self._staging, self._resolved = staging, target
         return staging
 

@@ -191,7 +191,8 @@ class OverlayWriter:
         elif (height, width) != self._frame_size:
             first_height, first_width = self._frame_size
             raise ValueError(f"frame is {width}x{height}, but the first frame was {first_width}x{first_height}")
-        image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        if height % 2 or width % 2:  # yuv420p needs even sides
+            image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
         for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
             self._container.mux(packet)
 

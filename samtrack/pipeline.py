@@ -156,7 +156,7 @@ class SamPt:
 
         pos = positions[0]
         yield self._emit_prompted(source, order[pos], events[order[pos]], tracks, rng)
-        window = self.config.reinit.every + 1 if self.config.reinit.every > 0 else self.config.tracker.window
+        window = self.config.tracking_window
         while pos < len(order) - 1:
             next_event = next((p for p in positions if p > pos), len(order) - 1)
             end = min(pos + window - 1, next_event, len(order) - 1)
@@ -385,12 +385,7 @@ class SamPt:
         track = tracks[obj_id]
         xy, labels = track.xy[track.visible], track.labels[track.visible]
         if self.config.sampling.other_objects_as_negative:
-            others = [t.visible_positives() for o, t in tracks.items() if o != obj_id]
-            others = [p for p in others if len(p)]
-            if others:
-                extra = np.concatenate(others)
-                xy = np.concatenate([xy, extra])
-                labels = np.concatenate([labels, np.zeros(len(extra), np.int32)])
+            xy, labels = with_negatives(xy, labels, [t.visible_positives() for o, t in tracks.items() if o != obj_id])
         return xy, labels
 
     def decode_object(
@@ -425,6 +420,15 @@ class SamPt:
     @staticmethod
     def _points_out(track: _Track, source: FrameSource) -> ObjectPoints:
         return ObjectPoints(xy=track.xy / source.scale, visible=track.visible.copy(), labels=track.labels.copy())
+
+
+def with_negatives(xy: np.ndarray, labels: np.ndarray, others: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``xy``/``labels`` with the points ``others`` (other objects' positives) added as negatives."""
+    others = [p for p in others if len(p)]
+    if not others:
+        return xy, labels
+    extra = np.concatenate(others)
+    return np.concatenate([xy, extra]), np.concatenate([labels, np.zeros(len(extra), np.int32)])
 
 
 def merge_logits(logits: dict[int, np.ndarray], size: tuple[int, int], floor: float) -> np.ndarray:

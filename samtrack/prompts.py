@@ -128,6 +128,8 @@ def _read_json(path: Path) -> Any:
     except _DuplicateKey as exc:
         # json keeps the last of two equal keys silently; a user who wrote both meant something.
         raise InputError(f"key '{exc.args[0]}' appears twice in one JSON object", path) from None
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; absurd nesting
+        raise InputError(f"not usable JSON ({' '.join(str(exc).split())[:120]})", path) from None
 
 
 class _DuplicateKey(Exception):
@@ -186,7 +188,10 @@ def _parse_numbers(raw: Any, n: int, where: str, what: str, path: Path) -> list[
     ok = isinstance(raw, list) and len(raw) == n and all(_is_number(v) for v in raw)
     if not ok:
         _fail(path, where, f"must be {what}, got {_describe(raw)}")
-    return [float(v) for v in raw]
+    try:
+        return [float(v) for v in raw]
+    except OverflowError:  # an integer too large for a float
+        _fail(path, where, f"must be {what}, got a number too large")
 
 
 def _check_keys(node: Any, where: str, keys: dict[str, bool], path: Path) -> None:

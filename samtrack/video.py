@@ -321,9 +321,10 @@ class FrameFolderReader:
 class RecentFrames:
     """A :class:`VideoReader` over another one that keeps the last ``size`` frames it decoded.
 
-    ``samtrack run`` reads each frame twice in a row, once in the pipeline and once to draw the
-    overlay; decoding a 480p frame again costs about as much as writing its mask. Frames come
-    back read-only, since the same array goes to every caller.
+    ``samtrack run`` reads each frame twice, once in the pipeline (a tracking window at a time)
+    and once to draw the overlay as its result comes out; decoding a 480p frame again costs
+    about as much as writing its mask, and a video file may have to seek back for it. Frames
+    come back read-only, since the same array goes to every caller.
     """
 
     def __init__(self, reader: VideoReader, size: int = 2) -> None:

@@ -386,6 +386,15 @@ def test_out_is_a_file(tmp_path: Path, no_model, capsys) -> None:
     assert (tmp_path / "out").read_text() == "not a folder"
 
 
+def test_out_under_a_file_is_a_one_line_error(tmp_path: Path, no_model, capsys) -> None:
+    (tmp_path / "afile").write_text("mine")
+    out = tmp_path / "afile" / "out"
+    assert main(["run", str(BEAR_MP4), "--points", str(CLICKS), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"samtrack: error: {out}: cannot create the results folder") and len(err.splitlines()) == 1
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 def test_bad_frame_mid_video_leaves_out_untouched(davis16: Path, mobilesam_checkpoint: Path, tmp_path: Path, capsys) -> None:
     # A mistake only found while processing (a frame of another size) must not touch old results.
     frames = tmp_path / "frames"

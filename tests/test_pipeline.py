@@ -196,3 +196,11 @@ def test_stage_timings_do_not_overlap(preset):
     list(predictor.propagate_in_video(state))
     stages = predictor.timings.seconds
     assert stages["encoder"] >= 0.25 and stages["decoder"] < 0.1, dict(stages)
+
+
+def test_tracking_window_per_preset():
+    """One window from re-initialisation to re-initialisation; the overlay's frame memory in
+    `samtrack run` is sized from it."""
+    assert load_config("samtrack").tracking_window == 2
+    assert load_config("sam_pt_reinit").tracking_window == 9
+    assert load_config("sam_pt").tracking_window == 16

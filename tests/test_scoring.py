@@ -335,3 +335,14 @@ def test_unreadable_split_file_is_a_one_line_error(davis17, tmp_path: Path) -> N
     listing.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(InputError, match="cannot read the sequence list"):
         davis.list_sequences(root, 2017, listing)
+
+
+def test_davis_refuses_frame_selection_before_running(davis17, tmp_path: Path, capsys) -> None:
+    from samtrack.cli import main
+
+    root, _, _ = davis17
+    argv = ["eval", "davis", "--root", str(root), "--year", "2017", "--split", "val", "--out", str(tmp_path / "o"),
+            "--method", "copy", "--quiet", "--set", "video.stride=2"]
+    assert main(argv) == 2
+    assert "DAVIS scores every frame" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
