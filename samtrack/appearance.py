@@ -102,7 +102,7 @@ class AppearanceModel:
 def _cells(embedding: ImageEmbedding) -> tuple[np.ndarray, tuple[float, float]]:
     """Unit-length feature vectors ``[gh, gw, C]`` of the cells that cover the frame (the
     encoder's input is padded to a square; padding cells are dropped), and a cell's size."""
-    features = np.asarray(embedding.features)
+    features = embedding.numpy()
     if features.ndim != 4:
         raise ConfigError(f"redetect needs a segmenter whose embedding is a [1, C, h, w] feature grid "
                           f"(got shape {features.shape}); set redetect.enabled=false")

@@ -19,6 +19,10 @@ import yaml
 from .errors import ConfigError
 
 PointMethod = Literal["random", "kmedoids", "shi-tomasi", "mixed"]
+SegmenterName = Literal["mobilesam-onnx", "mobilesam"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Precision = Literal["fp32", "fp16", "bf16"]
+MultimaskChoice = Literal["off", "best_iou", "consistent"]
 
 
 @dataclass
@@ -67,11 +71,23 @@ class TrackerConfig:
 
 @dataclass
 class SegmenterConfig:
-    name: str = "mobilesam-onnx"
-    # A directory or file with the weights; None = the weights cache (fetched on first use).
+    # mobilesam-onnx: the ONNX pair on onnxruntime; mobilesam: our PyTorch model.
+    name: SegmenterName = "mobilesam-onnx"
+    # A directory (ONNX) or state_dict file (PyTorch) with the weights; None = the weights
+    # cache (fetched on first use).
     checkpoint: str | None = None
-    # onnxruntime intra-op threads; None = onnxruntime's default (all cores).
+    # onnxruntime / PyTorch intra-op threads; None = the runtime's default (all cores).
     threads: int | None = None
+    # PyTorch only: where to run (auto: cuda, else mps, else cpu) and in what precision
+    # (fp16/bf16 autocast on CUDA only).
+    device: Device = "auto"
+    precision: Precision = "fp32"
+    # PyTorch only: encode a frame at its own aspect (sides padded to multiples of 16) instead
+    # of padded to the 1024 square; a 16:9 frame then costs 56 % of the square's encoder work.
+    unpadded: bool = False
+    # PyTorch only: which MobileSAM weights: auto (the official checkpoint when cached, else
+    # the ones converted from the ONNX pair), mobilesam (official) or mobilesam-torch.
+    weights: Literal["auto", "mobilesam", "mobilesam-torch"] = "auto"
     # A folder caching frame embeddings on disk (for benchmarks and ablations); None = off.
     embedding_cache: str | None = None
 
@@ -95,6 +111,11 @@ class DecodeConfig:
     # Foreground floor for merging objects: a pixel is background unless some object's logit
     # exceeds it.
     merge_threshold: float = 0.0
+    # Choose each object's final mask among all of SAM's outputs (needs the PyTorch segmenter):
+    # off (the single-mask output, or the best multimask one for one-token prompts, as SAM's
+    # ONNX export does), best_iou (the multimask output with the highest predicted IoU), or
+    # consistent (the output that best overlaps the object's mask on the frame before).
+    multimask: MultimaskChoice = "off"
 
 
 @dataclass

@@ -125,13 +125,13 @@ def gt_box(gt: np.ndarray) -> np.ndarray:
 
 def test_prompt_layout_follows_the_sam_onnx_export() -> None:
     """Points first, then box corners (labels 2, 3); without a box, SAM's (0, 0) / -1 padding point."""
-    from samtrack.segmenters.mobilesam_onnx import _prompt_arrays
+    from samtrack.segmenters.transforms import prompt_tokens
 
     points = np.array([[5, 6], [7, 8]], np.float32)
-    coords, labels = _prompt_arrays(points, np.array([1, 0]), None)
+    coords, labels = prompt_tokens(points, np.array([1, 0]), None)
     np.testing.assert_array_equal(coords, [[5, 6], [7, 8], [0, 0]])
     np.testing.assert_array_equal(labels, [1, 0, -1])
-    coords, labels = _prompt_arrays(points, np.array([1, 1]), np.array([1, 2, 3, 4]))
+    coords, labels = prompt_tokens(points, np.array([1, 1]), np.array([1, 2, 3, 4]))
     np.testing.assert_array_equal(coords, [[5, 6], [7, 8], [1, 2], [3, 4]])
     np.testing.assert_array_equal(labels, [1, 1, 2, 3])
     assert coords.dtype == labels.dtype == np.float32

@@ -3,18 +3,37 @@ from __future__ import annotations
 
 from ..config import SegmenterConfig
 from ..errors import ConfigError
-from .base import ImageEmbedding, MaskPrediction, Segmenter
+from .base import ImageEmbedding, MaskPrediction, Prompt, Segmenter
 
-__all__ = ["ImageEmbedding", "MaskPrediction", "Segmenter", "build_segmenter"]
+__all__ = ["ImageEmbedding", "MaskPrediction", "Prompt", "Segmenter", "build_segmenter"]
+
+
+def _onnx(config: SegmenterConfig, log) -> Segmenter:
+    from .mobilesam_onnx import MobileSamOnnx
+
+    for key, default in (("device", "auto"), ("precision", "fp32"), ("unpadded", False)):
+        if getattr(config, key) != default:
+            raise ConfigError(f"segmenter.{key} applies to the PyTorch segmenters; {config.name} runs on onnxruntime")
+    return MobileSamOnnx.from_checkpoint(config.checkpoint, threads=config.threads, log=log)
+
+
+def _torch(config: SegmenterConfig, log) -> Segmenter:
+    from .sam_torch import SamTorch
+
+    return SamTorch.from_config(config, log=log)
+
+
+# Segmenter name -> builder. A new model family is a module and a line here.
+SEGMENTERS = {"mobilesam-onnx": _onnx, "mobilesam": _torch}
 
 
 def build_segmenter(config: SegmenterConfig, log=print) -> Segmenter:
     """Build the configured segmenter, fetching its weights on first use (told to ``log``)."""
-    if config.name != "mobilesam-onnx":
-        raise ConfigError(f"unknown segmenter {config.name!r}; available: mobilesam-onnx")
-    from .mobilesam_onnx import MobileSamOnnx
-
-    segmenter: Segmenter = MobileSamOnnx.from_checkpoint(config.checkpoint, threads=config.threads, log=log)
+    try:
+        builder = SEGMENTERS[config.name]
+    except KeyError:
+        raise ConfigError(f"unknown segmenter {config.name!r}; available: {', '.join(SEGMENTERS)}") from None
+    segmenter = builder(config, log)
     if config.embedding_cache:
         from .cache import EmbeddingCache
 

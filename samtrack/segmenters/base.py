@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -12,7 +12,9 @@ class ImageEmbedding:
     """One encoded frame.
 
     Attributes:
-        features: the encoder output (``[1, 256, 64, 64]`` float32 for SAM-family models).
+        features: the encoder output (``[1, 256, 64, 64]`` for SAM-family models; ``[1, 256,
+            64, 36]``-like when a segmenter encodes frames without square padding): a NumPy
+            array or the segmenter's own tensor type.
         original_size: ``(H, W)`` of the frame that was encoded.
         input_size: ``(h, w)`` of the frame after resizing its longest side to the model's
             input size, before padding.
@@ -22,6 +24,24 @@ class ImageEmbedding:
     original_size: tuple[int, int]
     input_size: tuple[int, int]
 
+    def numpy(self) -> np.ndarray:
+        """The features as a float32 NumPy array (copied off an accelerator if need be)."""
+        features = self.features
+        if hasattr(features, "detach"):  # a torch tensor, possibly on a GPU
+            features = features.detach().float().cpu().numpy()
+        return np.asarray(features, dtype=np.float32)
+
+
+@dataclass
+class Prompt:
+    """One prompt set for :meth:`Segmenter.decode_batch` (the arguments of
+    :meth:`Segmenter.decode`)."""
+
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+    mask_input: np.ndarray | None = None
+
 
 @dataclass
 class MaskPrediction:
@@ -30,12 +50,16 @@ class MaskPrediction:
     Attributes:
         logits: float32 ``[H, W]`` at the frame's original size; ``> 0`` is foreground.
         iou: the model's predicted IoU of this mask.
-        low_res_logits: float32 ``[256, 256]``, to feed back as ``mask_input``.
+        low_res_logits: float32 ``[4h, 4w]`` for an ``h x w`` embedding (``[256, 256]`` for
+            SAM), to feed back as ``mask_input``.
+        candidates: when asked for, all of the decoder's outputs for this prompt (SAM: the
+            single-mask output, then the three multimask outputs), each without candidates.
     """
 
     logits: np.ndarray
     iou: float
     low_res_logits: np.ndarray
+    candidates: list["MaskPrediction"] | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -70,3 +94,27 @@ class Segmenter(Protocol):
             mask_input: float32 ``[256, 256]`` low-res logits from an earlier decode.
         """
         ...
+
+    def decode_batch(
+        self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False
+    ) -> list[MaskPrediction]:
+        """Predict one mask per prompt set, all against the same embedding; equal to calling
+        :meth:`decode` on each. With ``candidates``, every prediction also lists all the
+        decoder's outputs (segmenters that cannot give them raise ``ConfigError``)."""
+        ...
+
+
+class DecodeOneByOne:
+    """``decode_batch`` for segmenters whose decoder takes one prompt set per call."""
+
+    name: str
+
+    def decode_batch(
+        self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False
+    ) -> list[MaskPrediction]:
+        if candidates:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"segmenter {self.name!r} gives one mask per prompt; multimask selection needs "
+                              "segmenter.name=mobilesam (PyTorch)")
+        return [self.decode(embedding, p.points, p.labels, box=p.box, mask_input=p.mask_input) for p in prompts]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from ..outputs import atomic_write
-from .base import ImageEmbedding, MaskPrediction, Segmenter
+from .base import ImageEmbedding, MaskPrediction, Prompt, Segmenter
 
 
 class EmbeddingCache:
@@ -21,7 +22,8 @@ class EmbeddingCache:
     def __init__(self, segmenter: Segmenter, folder: str | Path) -> None:
         self.segmenter = segmenter
         self.name = segmenter.name
-        self.folder = Path(folder) / segmenter.name
+        # Segmenter options that change the embedding (e.g. unpadded encoding) change its id.
+        self.folder = Path(folder) / getattr(segmenter, "embedding_id", segmenter.name)
         self.hits = 0
         self.misses = 0
 
@@ -40,9 +42,12 @@ class EmbeddingCache:
         self.misses += 1
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as f:
-            np.savez(f, features=np.asarray(embedding.features), original_size=embedding.original_size,
+            np.savez(f, features=embedding.numpy(), original_size=embedding.original_size,
                      input_size=embedding.input_size)
         return embedding
 
     def decode(self, embedding: ImageEmbedding, points=None, labels=None, box=None, mask_input=None) -> MaskPrediction:
         return self.segmenter.decode(embedding, points, labels, box=box, mask_input=mask_input)
+
+    def decode_batch(self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False) -> list[MaskPrediction]:
+        return self.segmenter.decode_batch(embedding, prompts, candidates=candidates)

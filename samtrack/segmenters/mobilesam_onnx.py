@@ -15,13 +15,13 @@ from samtrack import weights
 from samtrack.errors import WeightsError
 
 from . import transforms
-from .base import ImageEmbedding, MaskPrediction
+from .base import DecodeOneByOne, ImageEmbedding, MaskPrediction
 
 LOW_RES = 256
 _DECODER_INPUTS = {"image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"}
 
 
-class MobileSamOnnx:
+class MobileSamOnnx(DecodeOneByOne):
     """The :class:`~samtrack.segmenters.base.Segmenter` for MobileSAM ONNX weights.
 
     Args:
@@ -78,7 +78,7 @@ class MobileSamOnnx:
         Raises:
             ValueError: no prompt at all, or prompts of the wrong shape or label values.
         """
-        coords, point_labels = _prompt_arrays(points, labels, box)
+        coords, point_labels = transforms.prompt_tokens(points, labels, box)
         coords = transforms.apply_coords(coords, embedding.original_size)[None]
         if mask_input is None:
             mask, has_mask = self._no_mask, self._has_no_mask
@@ -99,43 +99,6 @@ class MobileSamOnnx:
             },
         )
         return MaskPrediction(logits=masks[0, 0], iou=float(iou[0, 0]), low_res_logits=low_res[0, 0])
-
-
-def _prompt_arrays(
-    points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stack points and box corners into the decoder's prompt: float32 ``[M, 2]`` (x, y) in
-    original pixels and float32 ``[M]`` labels (1/0 points, 2/3 box corners, -1 padding)."""
-    if points is None and box is None:
-        raise ValueError("decode needs points or a box")
-    coords, kinds = [], []
-    if points is not None:
-        points = np.asarray(points, dtype=np.float32)
-        if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
-            raise ValueError(f"points must be [N, 2] with N >= 1, got {points.shape}")
-        if labels is None:
-            raise ValueError("points need labels (1 positive, 0 negative)")
-        labels = np.asarray(labels)
-        if labels.shape != (len(points),):
-            raise ValueError(f"labels must be [{len(points)}], got {labels.shape}")
-        if not np.isin(labels, (0, 1)).all():
-            raise ValueError("labels must be 1 (positive) or 0 (negative)")
-        coords.append(points)
-        kinds.append(labels.astype(np.float32))
-    elif labels is not None:
-        raise ValueError("labels given without points")
-    if box is not None:
-        box = np.asarray(box, dtype=np.float32)
-        if box.shape != (4,):
-            raise ValueError(f"box must be [4] (x0, y0, x1, y1), got {box.shape}")
-        coords.append(box.reshape(2, 2))
-        kinds.append(np.array([2, 3], dtype=np.float32))
-    else:
-        # PyTorch SAM's prompt encoder pads point prompts that come without a box; the ONNX
-        # export leaves that padding point to the caller.
-        coords.append(np.zeros((1, 2), dtype=np.float32))
-        kinds.append(np.array([-1], dtype=np.float32))
-    return np.concatenate(coords), np.concatenate(kinds)
 
 
 def _session(path: Path, threads: int | None) -> ort.InferenceSession:

@@ -53,21 +53,34 @@ def resize_longest_side(image: np.ndarray, long_side: int = IMAGE_SIZE) -> np.nd
     return cv2.resize(image, (new_w, new_h), interpolation=interpolation)
 
 
-def preprocess(image: np.ndarray, size: int = IMAGE_SIZE) -> tuple[np.ndarray, tuple[int, int]]:
+def padded_shape(input_size: tuple[int, int], size: int = IMAGE_SIZE, multiple: int | None = None) -> tuple[int, int]:
+    """The encoder input's ``(H, W)`` for a frame resized to ``input_size``: the ``size`` square,
+    or, with ``multiple``, each side padded only up to a multiple of it (an encoder that runs at
+    any aspect then encodes no square padding)."""
+    if multiple is None:
+        return size, size
+    return tuple(-(-side // multiple) * multiple for side in input_size)
+
+
+def preprocess(
+    image: np.ndarray, size: int = IMAGE_SIZE, multiple: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Turn an RGB frame into the encoder's input.
 
     Args:
         image: uint8 ``[H, W, 3]`` RGB.
-        size: the encoder's square input size.
+        size: the encoder's input size (the longest side after resizing).
+        multiple: None pads to the ``size x size`` square (SAM); otherwise each side is padded
+            only to a multiple of this (see :func:`padded_shape`).
 
     Returns:
-        ``(tensor, input_size)``: float32 ``[1, 3, size, size]`` (normalised, zero-padded
+        ``(tensor, input_size)``: float32 ``[1, 3, H, W]`` (normalised, zero-padded
         right/bottom; padding is 0 *after* normalisation, as in SAM) and ``(h, w)`` of the
         resized frame inside the padding.
     """
     resized = resize_longest_side(image, size)
     h, w = resized.shape[:2]
-    tensor = np.zeros((1, 3, size, size), dtype=np.float32)
+    tensor = np.zeros((1, 3, *padded_shape((h, w), size, multiple)), dtype=np.float32)
     # Write each channel straight into its padded NCHW slot: no HWC float copy of the frame.
     for c in range(3):
         plane = tensor[0, c, :h, :w]
@@ -83,3 +96,45 @@ def apply_coords(coords: np.ndarray, original_size: tuple[int, int], long_side: 
     new_h, new_w = resized_shape(height, width, long_side)
     scale = np.array([new_w / width, new_h / height], dtype=np.float32)
     return np.asarray(coords, dtype=np.float32) * scale
+
+
+def prompt_tokens(
+    points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stack points and box corners into SAM's prompt tokens: float32 ``[M, 2]`` (x, y), in the
+    coordinates they were given in, and float32 ``[M]`` labels (1/0 points, 2/3 box corners, -1
+    the padding point SAM adds when there is no box).
+
+    Raises:
+        ValueError: no prompt at all, or prompts of the wrong shape or label values.
+    """
+    if points is None and box is None:
+        raise ValueError("decode needs points or a box")
+    coords, kinds = [], []
+    if points is not None:
+        points = np.asarray(points, dtype=np.float32)
+        if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
+            raise ValueError(f"points must be [N, 2] with N >= 1, got {points.shape}")
+        if labels is None:
+            raise ValueError("points need labels (1 positive, 0 negative)")
+        labels = np.asarray(labels)
+        if labels.shape != (len(points),):
+            raise ValueError(f"labels must be [{len(points)}], got {labels.shape}")
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError("labels must be 1 (positive) or 0 (negative)")
+        coords.append(points)
+        kinds.append(labels.astype(np.float32))
+    elif labels is not None:
+        raise ValueError("labels given without points")
+    if box is not None:
+        box = np.asarray(box, dtype=np.float32)
+        if box.shape != (4,):
+            raise ValueError(f"box must be [4] (x0, y0, x1, y1), got {box.shape}")
+        coords.append(box.reshape(2, 2))
+        kinds.append(np.array([2, 3], dtype=np.float32))
+    else:
+        # SAM's prompt encoder pads point prompts that come without a box (its ONNX export
+        # leaves that padding point to the caller).
+        coords.append(np.zeros((1, 2), dtype=np.float32))
+        kinds.append(np.array([-1], dtype=np.float32))
+    return np.concatenate(coords), np.concatenate(kinds)

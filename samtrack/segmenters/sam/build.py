@@ -1,0 +1,123 @@
+"""The builder registry: a model name -> how to build it and which weights it loads.
+
+``build_sam(name, checkpoint)`` gives the model in eval mode, with the checkpoint's state_dict
+loaded strictly (a missing, unexpected or mis-shaped tensor is an error naming it) and safely
+(``torch.load(..., weights_only=True)``: a checkpoint cannot run code).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from samtrack.errors import WeightsError
+
+from .modeling import MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
+
+IMAGE_SIZE = 1024
+EMBED_DIM = 256
+
+
+@dataclass(frozen=True)
+class SamEntry:
+    """A registered model.
+
+    Attributes:
+        builder: makes the model with random weights.
+        weights: the :mod:`samtrack.weights` registry name of its checkpoint.
+        checkpoint_file: the state_dict's file name inside that model's cache directory.
+    """
+
+    builder: Callable[[], Sam]
+    weights: str
+    checkpoint_file: str
+
+
+def _sam_decoder_and_prompts(embedding_size: int) -> tuple[PromptEncoder, MaskDecoder]:
+    prompt_encoder = PromptEncoder(
+        embed_dim=EMBED_DIM,
+        image_embedding_size=(embedding_size, embedding_size),
+        input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        mask_in_chans=16,
+    )
+    decoder = MaskDecoder(
+        transformer_dim=EMBED_DIM,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, num_heads=8, mlp_dim=2048),
+        num_multimask_outputs=3,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
+    return prompt_encoder, decoder
+
+
+def build_mobilesam() -> Sam:
+    """MobileSAM: TinyViT-5M (Zhang et al., 2023) with SAM's prompt encoder and mask decoder."""
+    encoder = TinyViT(
+        embed_dims=(64, 128, 160, 320),
+        depths=(2, 2, 6, 2),
+        num_heads=(2, 4, 5, 10),
+        window_sizes=(7, 7, 14, 7),
+        mlp_ratio=4.0,
+        mbconv_expand_ratio=4.0,
+        local_conv_size=3,
+        out_chans=EMBED_DIM,
+    )
+    return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16))
+
+
+REGISTRY: dict[str, SamEntry] = {
+    # The official checkpoint (mobile_sam.pt) and the same weights converted from the ONNX
+    # export (the only MobileSAM weights that can be fetched without GitHub).
+    "mobilesam": SamEntry(build_mobilesam, weights="mobilesam", checkpoint_file="mobile_sam.pt"),
+    "mobilesam-torch": SamEntry(build_mobilesam, weights="mobilesam-torch", checkpoint_file="mobilesam_torch.pt"),
+}
+
+
+def build_sam(name: str, checkpoint: str | Path | None = None) -> Sam:
+    """Build registered model ``name``; load ``checkpoint`` (a state_dict file) when given."""
+    try:
+        entry = REGISTRY[name]
+    except KeyError:
+        raise WeightsError(f"unknown SAM model {name!r}; known: {', '.join(REGISTRY)}") from None
+    model = entry.builder().eval()
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model
+
+
+def load_checkpoint(model: Sam, path: str | Path) -> None:
+    """Load a state_dict file into ``model`` strictly and without unpickling code."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError("no such checkpoint file", path) from None
+    except Exception as exc:  # torch raises pickle, zip and its own errors for a bad file
+        raise WeightsError(f"not a loadable PyTorch checkpoint ({' '.join(str(exc).split())[:200]})", path) from None
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping):
+        raise WeightsError("checkpoint is not a state_dict", path)
+    load_state_dict(model, state, origin=str(path))
+
+
+def load_state_dict(model: Sam, state: Mapping[str, torch.Tensor], origin: str = "state_dict") -> None:
+    """``model.load_state_dict(state, strict=True)``, with every mismatch named in one line."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
+        if items:
+            shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+            problems.append(f"{len(items)} {what} ({shown})")
+    if problems:
+        raise WeightsError(f"state_dict does not fit {type(model.image_encoder).__name__} SAM: {'; '.join(problems)}", origin)
+    model.load_state_dict(state, strict=True)

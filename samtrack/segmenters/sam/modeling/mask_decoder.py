@@ -1,0 +1,83 @@
+"""SAM's mask decoder: four mask tokens and an IoU token, run through the two-way transformer
+with the prompt tokens, become four masks (token 0 the single-mask output, tokens 1-3 the
+multimask outputs) and their predicted IoUs."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .common import MLP, LayerNorm2d
+from .transformer import TwoWayTransformer
+
+
+class MaskDecoder(nn.Module):
+    """Predicts masks from an image embedding and prompt embeddings.
+
+    Args:
+        transformer_dim: channels of the embeddings.
+        transformer: the two-way transformer.
+        num_multimask_outputs: ambiguity-aware outputs (plus the single-mask token).
+        iou_head_depth, iou_head_hidden_dim: the IoU prediction MLP.
+    """
+
+    def __init__(
+        self,
+        transformer_dim: int,
+        transformer: TwoWayTransformer,
+        num_multimask_outputs: int = 3,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, transformer_dim)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(transformer_dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        token_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All four masks of ``B`` prompt sets against one image.
+
+        Args:
+            image_embeddings: ``[1, C, h, w]`` (shared by the batch) or ``[B, C, h, w]``.
+            image_pe: ``[1, C, h, w]``.
+            sparse_prompt_embeddings: ``[B, N, C]``.
+            dense_prompt_embeddings: ``[B, C, h, w]``.
+            token_mask: ``[B, N]`` bool, False for batch padding among the sparse tokens.
+
+        Returns:
+            ``(masks, iou)``: ``[B, 4, 4h, 4w]`` logits and ``[B, 4]``.
+        """
+        batch = sparse_prompt_embeddings.shape[0]
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat([output_tokens[None].expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
+        if token_mask is not None:
+            token_mask = torch.cat([token_mask.new_ones((batch, len(output_tokens))), token_mask], dim=1)
+        src = image_embeddings.expand(batch, -1, -1, -1) + dense_prompt_embeddings
+        pos = image_pe.expand(batch, -1, -1, -1)
+        _, c, h, w = src.shape
+        hs, src = self.transformer(src, pos, tokens, token_mask)
+        iou_out = hs[:, 0]
+        mask_out = hs[:, 1 : 1 + self.num_mask_tokens]
+        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, c, h, w))
+        hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+        b, c_up, h_up, w_up = upscaled.shape
+        masks = (hyper @ upscaled.reshape(b, c_up, h_up * w_up)).reshape(b, -1, h_up, w_up)
+        return masks, self.iou_prediction_head(iou_out)

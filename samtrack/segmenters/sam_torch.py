@@ -1,0 +1,229 @@
+"""SAM models in PyTorch (:mod:`samtrack.segmenters.sam`) as a :class:`Segmenter`: CPU, CUDA or
+MPS; every prompt set of a frame decoded in one batch; frames optionally encoded at their own
+aspect instead of padded to the square.
+
+Pre- and post-processing are the ONNX plugin's (:mod:`.transforms`), and a single decode picks
+its mask as SAM's ONNX export does, so ``mobilesam`` and ``mobilesam-onnx`` give the same masks
+from the same weights.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from samtrack import weights
+from samtrack.config import SegmenterConfig
+from samtrack.errors import ConfigError, WeightsError
+
+from . import transforms
+from .base import ImageEmbedding, MaskPrediction, Prompt
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # the default install has no torch; build() says which extra to add
+    torch = None
+
+# Prompts with at least this many tokens (points, box corners and SAM's padding point) take the
+# single-mask output; shorter ones the best multimask output (SAM's ONNX export's rule).
+_SINGLE_MASK_MIN_TOKENS = 3
+
+
+def require_torch() -> None:
+    if torch is None:
+        raise ConfigError("the PyTorch segmenters need PyTorch: pip install 'samtrack[torch]'")
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` -> cuda, else mps, else cpu; an explicit device must be available."""
+    require_torch()
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if requested == "auto":
+        return "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
+    if not available.get(requested, False):
+        raise ConfigError(f"segmenter.device={requested} is not available on this machine (PyTorch sees: "
+                          f"{', '.join(d for d, ok in available.items() if ok)})")
+    return requested
+
+
+class SamTorch:
+    """The :class:`~samtrack.segmenters.base.Segmenter` for our PyTorch SAM models.
+
+    Args:
+        model: a :class:`~samtrack.segmenters.sam.modeling.Sam` with its weights loaded.
+        name: the segmenter's name (``mobilesam``).
+        device: ``cpu``, ``cuda`` or ``mps``.
+        unpadded: encode frames padded only to multiples of 16, not to the square.
+        precision: ``fp32``, or ``fp16``/``bf16`` autocast (CUDA only).
+    """
+
+    def __init__(self, model, name: str, device: str = "cpu", unpadded: bool = False, precision: str = "fp32") -> None:
+        require_torch()
+        if precision != "fp32" and device != "cuda":
+            raise ConfigError(f"segmenter.precision={precision} runs on CUDA only (this run uses {device}); use fp32")
+        self.model = model.to(device).eval()
+        self.name = name
+        self.device = torch.device(device)
+        self.unpadded = unpadded
+        self.precision = precision
+        # What changes an embedding's values, for caches keyed by it.
+        self.embedding_id = name + ("-unpadded" if unpadded else "") + ("" if precision == "fp32" else f"-{precision}")
+        self._size = model.prompt_encoder.input_image_size[0]
+
+    @classmethod
+    def from_config(cls, config: SegmenterConfig, log: weights.Log = weights.log_stderr) -> "SamTorch":
+        """Build ``config.name`` with its weights: ``config.checkpoint`` (a state_dict file), or
+        the cache (see ``SegmenterConfig.weights``); the choice of weights and device is logged."""
+        require_torch()
+        from .sam.build import REGISTRY, build_sam
+
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        device = pick_device(config.device)
+        if config.checkpoint is not None:
+            path = Path(config.checkpoint).expanduser()
+            if not path.is_file():
+                raise WeightsError("checkpoint must be a PyTorch state_dict file (e.g. mobile_sam.pt)", path)
+            source = str(path)
+        else:
+            entry_name = _pick_weights(config.weights)
+            entry = REGISTRY[entry_name]
+            path = weights.resolve(entry.weights, None, log=log) / entry.checkpoint_file
+            source = f"{entry_name} weights"
+        model = build_sam(config.name, path)
+        log(f"segmenter {config.name}: {source} on {device}"
+            f"{', unpadded frames' if config.unpadded else ''}{'' if config.precision == 'fp32' else ', ' + config.precision}")
+        return cls(model, config.name, device=device, unpadded=config.unpadded, precision=config.precision)
+
+    # -- encoding ------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        """Encode an RGB uint8 ``[H, W, 3]`` frame into ``[1, 256, h, w]`` (64 x 64 padded;
+        e.g. 64 x 36 unpadded for 16:9), kept on the segmenter's device."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
+        from .sam.modeling.tiny_vit import STRIDE
+
+        tensor, input_size = transforms.preprocess(image, self._size, multiple=STRIDE if self.unpadded else None)
+        with self._autocast():
+            features = self.model.encode(torch.from_numpy(tensor).to(self.device))
+        return ImageEmbedding(features=features.float(), original_size=image.shape[:2], input_size=input_size)
+
+    # -- decoding ------------------------------------------------------------------------------
+
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+    ) -> MaskPrediction:
+        """:meth:`Segmenter.decode <samtrack.segmenters.base.Segmenter.decode>`."""
+        return self.decode_batch(embedding, [Prompt(points, labels, box, mask_input)])[0]
+
+    def decode_batch(
+        self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False
+    ) -> list[MaskPrediction]:
+        """Decode every prompt set in one decoder call. Shorter prompts are padded with SAM's
+        "not a point" token and masked out of attention, so each result equals its own
+        :meth:`decode`."""
+        if not prompts:
+            return []
+        features = embedding.features
+        if not isinstance(features, torch.Tensor):  # e.g. from an on-disk embedding cache
+            features = torch.from_numpy(np.asarray(features, np.float32))
+        features = features.to(self.device)
+        grid = tuple(features.shape[-2:])
+        low_res_shape = (4 * grid[0], 4 * grid[1])
+        tokens = [transforms.prompt_tokens(p.points, p.labels, p.box) for p in prompts]
+        lengths = [len(c) for c, _ in tokens]
+        n = max(lengths)
+        coords = np.zeros((len(prompts), n, 2), np.float32)
+        labels = np.full((len(prompts), n), -1, np.float32)
+        valid = np.zeros((len(prompts), n), bool)
+        for i, (c, lab) in enumerate(tokens):
+            coords[i, : len(c)] = transforms.apply_coords(c, embedding.original_size, self._size)
+            labels[i, : len(c)] = lab
+            valid[i, : len(c)] = True
+        mask_input, has_mask = self._mask_inputs(prompts, low_res_shape)
+        with self._autocast():
+            masks, iou = self.model.decode(
+                features,
+                torch.from_numpy(coords).to(self.device),
+                torch.from_numpy(labels).to(self.device),
+                mask_input=mask_input,
+                has_mask=has_mask,
+                token_mask=None if min(lengths) == n else torch.from_numpy(valid).to(self.device),
+            )
+        masks, iou = masks.float(), iou.float()
+        chosen = _select(iou, torch.tensor(lengths, device=iou.device))
+        rows = torch.arange(len(prompts), device=iou.device)
+        picked = self._upscale(masks[rows, chosen][:, None], embedding)[:, 0]
+        picked_low = masks[rows, chosen].cpu().numpy()
+        picked_iou = iou[rows, chosen].cpu().numpy()
+        out = [
+            MaskPrediction(logits=picked[i], iou=float(picked_iou[i]), low_res_logits=picked_low[i])
+            for i in range(len(prompts))
+        ]
+        if candidates:
+            full = self._upscale(masks, embedding)
+            low, scores = masks.cpu().numpy(), iou.cpu().numpy()
+            for i, prediction in enumerate(out):
+                prediction.candidates = [
+                    MaskPrediction(logits=full[i, k], iou=float(scores[i, k]), low_res_logits=low[i, k])
+                    for k in range(masks.shape[1])
+                ]
+        return out
+
+    def _mask_inputs(self, prompts: Sequence[Prompt], shape: tuple[int, int]):
+        given = [p.mask_input is not None for p in prompts]
+        if not any(given):
+            return None, None
+        stack = np.zeros((len(prompts), 1, *shape), np.float32)
+        for i, p in enumerate(prompts):
+            if p.mask_input is not None:
+                m = np.asarray(p.mask_input, np.float32)
+                if m.shape != shape:
+                    raise ValueError(f"mask_input must be {list(shape)} for this embedding, got {m.shape}")
+                stack[i, 0] = m
+        has_mask = None if all(given) else torch.tensor(given, device=self.device)
+        return torch.from_numpy(stack).to(self.device), has_mask
+
+    def _upscale(self, low_res: "torch.Tensor", embedding: ImageEmbedding) -> np.ndarray:
+        """``[B, K, 4h, 4w]`` low-res logits -> ``[B, K, H, W]`` at the original frame size, as
+        SAM does: up to the encoder input, crop its padding, resize to the frame."""
+        h, w = embedding.input_size
+        # Low-res logits are at 1/4 of the encoder input, padding included.
+        padded = (4 * low_res.shape[-2], 4 * low_res.shape[-1])
+        up = F.interpolate(low_res, padded, mode="bilinear", align_corners=False)
+        up = F.interpolate(up[..., :h, :w], embedding.original_size, mode="bilinear", align_corners=False)
+        return up.cpu().numpy()
+
+
+def _select(iou: "torch.Tensor", lengths: "torch.Tensor") -> "torch.Tensor":
+    """Index of the mask a single decode returns: the single-mask output for prompts of at least
+    three tokens, else the multimask output with the highest predicted IoU."""
+    best_multi = iou[:, 1:].argmax(dim=1) + 1
+    return torch.where(lengths >= _SINGLE_MASK_MIN_TOKENS, torch.zeros_like(best_multi), best_multi)
+
+
+def _pick_weights(choice: str) -> str:
+    """The registry entry for ``segmenter.weights``: ``auto`` takes the official checkpoint when
+    it is cached and otherwise the converted one (fetched, i.e. converted, on first use)."""
+    if choice != "auto":
+        return choice
+    try:
+        weights.cached_path("mobilesam")
+        return "mobilesam"
+    except WeightsError:
+        return "mobilesam-torch"

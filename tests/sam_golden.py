@@ -1,0 +1,87 @@
+"""Shared by the golden-fixture generator (run beside the official code) and the tests (run on
+ours): the seeded random weights, the inputs and the prompt cases.
+
+The fixture stores only what the official model computed (plus checksums of the inputs), never
+weights: both sides rebuild the same weights from the seed, key by key, so the fixture stays
+small and the test fails loudly if the generation ever drifts.
+"""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+SEED = 20261201
+FIXTURE = Path(__file__).parent / "fixtures" / "sam_golden" / "mobilesam_random.npz"
+# Stored subsampling of the big outputs (the fixture must stay under 1 MB).
+EMBED_STRIDE = 4
+MASK_STRIDE = 2
+# An original frame size for the postprocessing check (DAVIS 480p).
+ORIGINAL_SIZE = (480, 854)
+
+
+def random_state_dict(template: Mapping[str, "object"], seed: int = SEED) -> dict:
+    """Seeded random values for every tensor of ``template`` (a state_dict), each key drawn from
+    its own generator so that the result does not depend on key order.
+
+    Scales keep a deep network's activations of order one: weights ``N(0, 1/fan_in)``, norms'
+    scales ``1 + N(0, 0.1)``, biases ``N(0, 0.1)``, BatchNorm variances in [0.5, 1.5]; SAM's random
+    Fourier matrix keeps its unit scale. Integer tensors keep the template's values.
+    """
+    import torch
+
+    out = {}
+    for key, value in template.items():
+        if not value.dtype.is_floating_point:
+            out[key] = value.clone()
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+        shape = tuple(value.shape)
+        if key.endswith("running_var"):
+            array = rng.uniform(0.5, 1.5, shape)
+        elif key.endswith("positional_encoding_gaussian_matrix"):
+            array = rng.standard_normal(shape)
+        elif len(shape) == 1:
+            array = (1.0 if key.endswith("weight") else 0.0) + 0.1 * rng.standard_normal(shape)
+        else:
+            array = rng.standard_normal(shape) / np.sqrt(max(1, int(np.prod(shape[1:]))))
+        out[key] = torch.from_numpy(array.astype(np.float32))
+    return out
+
+
+def encoder_input(seed: int = SEED) -> np.ndarray:
+    """A normalised ``[1, 3, 1024, 1024]`` input: smooth random structure plus noise, padded with
+    zeros below row 576 like a 16:9 frame."""
+    rng = np.random.default_rng([seed, 1])
+    coarse = rng.standard_normal((1, 3, 18, 32)).astype(np.float32)
+    image = np.zeros((1, 3, 1024, 1024), np.float32)
+    image[:, :, :576] = np.kron(coarse, np.ones((32, 32), np.float32)) + 0.3 * rng.standard_normal((1, 3, 576, 1024))
+    return image
+
+
+def decoder_embedding(seed: int = SEED) -> np.ndarray:
+    """A random ``[1, 256, 64, 64]`` image embedding for the decoder-only cases."""
+    return np.random.default_rng([seed, 2]).standard_normal((1, 256, 64, 64)).astype(np.float32)
+
+
+def mask_input(seed: int = SEED) -> np.ndarray:
+    """Random ``[1, 1, 256, 256]`` low-res logits for the mask-prompt case."""
+    return (3.0 * np.random.default_rng([seed, 3]).standard_normal((1, 1, 256, 256))).astype(np.float32)
+
+
+# Prompt cases in the official API's terms, coordinates in the 1024-resized frame.
+CASES: dict[str, dict] = {
+    "points": dict(points=[[312.5, 240.0], [700.0, 410.25], [100.0, 60.0]], labels=[1, 1, 0], multimask=False),
+    "one_point": dict(points=[[512.0, 300.0]], labels=[1], multimask=False),
+    "points_box": dict(points=[[400.0, 300.0], [90.0, 500.0]], labels=[1, 0], box=[250.0, 120.0, 720.0, 560.0], multimask=False),
+    "box_mask": dict(box=[180.0, 64.0, 820.0, 540.0], mask=True, multimask=False),
+    "multimask": dict(points=[[512.0, 300.0], [640.0, 200.0]], labels=[1, 0], multimask=True),
+}
+
+
+def checksum(array: np.ndarray) -> np.ndarray:
+    """Sum and sum of squares in float64: catches any drift in generated inputs."""
+    a = np.asarray(array, np.float64)
+    return np.array([a.sum(), (a * a).sum()])
