@@ -11,6 +11,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..decoding import ObjectPrompt
 from ..pipeline import SamPt, merge_logits, with_negatives
 from ..video import open_video
 
@@ -49,13 +50,13 @@ def oracle(pipeline: SamPt, frames: str | Path, ground_truth: Iterable[np.ndarra
             if points:
                 with pipeline.timings.measure("encoder"):
                     embedding = pipeline.segmenter.encode(image)
-            for obj_id, (xy, lab) in points.items():
-                if config.sampling.other_objects_as_negative:
-                    xy, lab = with_negatives(xy, lab, [pts[labs == 1] for o, (pts, labs) in points.items() if o != obj_id])
-                with pipeline.timings.measure("decoder"):
-                    prediction = pipeline.decode_object(embedding, xy, lab, None)
-                if prediction is not None:
-                    logits[obj_id] = prediction.logits
+                requests = {}
+                for obj_id, (xy, lab) in points.items():
+                    if config.sampling.other_objects_as_negative:
+                        others = [pts[labs == 1] for o, (pts, labs) in points.items() if o != obj_id]
+                        xy, lab = with_negatives(xy, lab, others)
+                    requests[obj_id] = ObjectPrompt(xy, lab)
+                logits = {o: p.logits for o, p in pipeline.passes.run(embedding, requests).items()}
             yield index, merge_logits(logits, labels.shape, config.decode.merge_threshold)
     finally:
         reader.close()

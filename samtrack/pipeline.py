@@ -16,6 +16,7 @@ import numpy as np
 
 from .appearance import AppearanceModel
 from .config import Config
+from .decoding import DecodePasses, ObjectPrompt
 from .prompts import FramePrompt, ObjectPrompts
 from .sampling import PointSampler
 from .segmenters import ImageEmbedding, MaskPrediction, Segmenter
@@ -128,6 +129,7 @@ class SamPt:
         self.config = config
         self.sampler = PointSampler(config.sampling)
         self.timings = Timings()
+        self.passes = DecodePasses(segmenter, config.decode, self.timings.measure)
 
     # ------------------------------------------------------------------ the pass
     def propagate(
@@ -289,7 +291,7 @@ class SamPt:
 
         redetect = self.config.redetect.enabled
         logits: dict[int, np.ndarray] = {}
-        scores: dict[int, float] = {}
+        requests: dict[int, ObjectPrompt] = {}
         for obj_id, track in tracks.items():
             if obj_id in given_masks:
                 # A user mask is the answer on its own frame; logits only order it in the merge.
@@ -300,6 +302,9 @@ class SamPt:
                 frame_embedding = encoded()  # outside the timer: the encoder is timed on its own
                 with self.timings.measure("redetect"):
                     self._check_points(track, frame_embedding)
+        for obj_id, track in tracks.items():
+            if obj_id in given_masks:
+                continue
             xy, labels = self._prompt_points(obj_id, tracks)
             box = None
             if obj_id in clicks and clicks[obj_id].box is not None:
@@ -307,12 +312,12 @@ class SamPt:
             if not (labels == 1).any() and box is None:
                 continue
             prior = track.low_res if self.config.decode.mask_memory and obj_id not in clicks else None
-            frame_embedding = encoded()  # outside the decoder's timer: the encoder is timed on its own
-            with self.timings.measure("decoder"):
-                prediction = self.decode_object(frame_embedding, xy, labels, box, prior)
-            if prediction is not None:
-                logits[obj_id] = self._accept(track, prediction, guard=obj_id not in clicks)
-                scores[obj_id] = prediction.iou
+            requests[obj_id] = ObjectPrompt(xy, labels, box, prior, previous=track.mask)
+        predictions = self.passes.run(encoded(), requests) if requests else {}
+        scores: dict[int, float] = {}
+        for obj_id, prediction in predictions.items():
+            logits[obj_id] = self._accept(tracks[obj_id], prediction, guard=obj_id not in clicks)
+            scores[obj_id] = prediction.iou
         label_map = merge_logits(logits, source.size, self.config.decode.merge_threshold)
         for obj_id, track in tracks.items():
             track.mask = label_map == obj_id
@@ -388,35 +393,6 @@ class SamPt:
             xy, labels = with_negatives(xy, labels, [t.visible_positives() for o, t in tracks.items() if o != obj_id])
         return xy, labels
 
-    def decode_object(
-        self,
-        embedding: ImageEmbedding,
-        xy: np.ndarray,
-        labels: np.ndarray,
-        box: np.ndarray | None,
-        prior: np.ndarray | None = None,
-    ) -> MaskPrediction | None:
-        """SAM-PT's decoder passes: positives, then positives + negatives, then box refinements;
-        with ``prior`` (low-res logits of the frame before), one pass with all points and it."""
-        cfg = self.config.decode
-        positive = labels == 1
-        points = (xy, labels) if len(xy) else (None, None)
-        if prior is not None:
-            prediction = self.segmenter.decode(embedding, *points, box=box, mask_input=prior)
-        elif cfg.use_negative_pass and (~positive).any() and positive.any():
-            first = self.segmenter.decode(embedding, xy[positive], labels[positive], box=box)
-            prediction = self.segmenter.decode(embedding, xy, labels, box=box, mask_input=first.low_res_logits)
-        else:
-            prediction = self.segmenter.decode(embedding, *points, box=box)
-        for _ in range(cfg.refine_iters):
-            refine_box = mask_box(prediction.mask)
-            if refine_box is None:
-                break
-            prediction = self.segmenter.decode(embedding, *points, box=refine_box, mask_input=prediction.low_res_logits)
-        if prediction.iou < cfg.iou_threshold:
-            return None
-        return prediction
-
     @staticmethod
     def _points_out(track: _Track, source: FrameSource) -> ObjectPoints:
         return ObjectPoints(xy=track.xy / source.scale, visible=track.visible.copy(), labels=track.labels.copy())
@@ -442,14 +418,6 @@ def merge_logits(logits: dict[int, np.ndarray], size: tuple[int, int], floor: fl
     foreground = np.take_along_axis(stack, best[None], axis=0)[0] > floor
     label_map[foreground] = ids[best[foreground]]
     return label_map
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray | None:
-    """The tight box ``(x0, y0, x1, y1)`` of a mask, or None when it has under 2 pixels."""
-    if np.count_nonzero(mask) < 2:
-        return None
-    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
-    return np.array([x, y, x + w - 1, y + h - 1], np.float32)
 
 
 def _as_logits(mask: np.ndarray) -> np.ndarray:

@@ -10,12 +10,13 @@ import cv2
 import numpy as np
 
 from samtrack.segmenters import ImageEmbedding, MaskPrediction
+from samtrack.segmenters.base import DecodeOneByOne
 from samtrack.trackers import Tracks
 
 COLOURS = {1: (255, 0, 0), 2: (0, 0, 255)}
 
 
-class BlobSegmenter:
+class BlobSegmenter(DecodeOneByOne):
     """Returns the connected same-colour blob under the positive points (or the box centre)."""
 
     name = "blob"

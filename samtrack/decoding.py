@@ -1,0 +1,120 @@
+"""SAM-PT's decoder passes for every object of a frame, pass k of all objects in one batch.
+
+Per object: a positives pass, then a positives + negatives pass prompted with the first pass's
+low-res logits (or, with mask memory, one pass with all points and the previous frame's
+logits), then refinement passes that add the current mask's box. Objects need different numbers
+of passes (an object without negatives has no second pass, refinement stops when a mask
+empties), so each batch holds the objects still at that pass. The result for each object is
+what decoding it alone gives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .config import DecodeConfig
+from .segmenters import ImageEmbedding, MaskPrediction, Prompt, Segmenter
+
+
+@dataclass
+class ObjectPrompt:
+    """One object's prompt on a frame, in the segmenter's frame pixels.
+
+    Attributes:
+        xy: float32 ``[N, 2]`` points (may be empty with a box).
+        labels: int ``[N]``: 1 positive, 0 negative.
+        box: ``(x0, y0, x1, y1)`` or None.
+        prior: low-res logits of the frame before (mask memory), or None.
+        previous: the object's mask on the frame before, for ``multimask=consistent``.
+    """
+
+    xy: np.ndarray
+    labels: np.ndarray
+    box: np.ndarray | None = None
+    prior: np.ndarray | None = None
+    previous: np.ndarray | None = None
+
+
+class DecodePasses:
+    """Runs the passes; ``measure`` times the decoder calls (a context manager factory)."""
+
+    def __init__(self, segmenter: Segmenter, config: DecodeConfig, measure: Callable) -> None:
+        self.segmenter = segmenter
+        self.config = config
+        self.measure = measure
+
+    def run(self, embedding: ImageEmbedding, objects: dict[int, ObjectPrompt]) -> dict[int, MaskPrediction]:
+        """Each object's final prediction; an object whose mask scores under the IoU threshold
+        is absent."""
+        cfg = self.config
+        candidates = cfg.multimask != "off"
+        current: dict[int, MaskPrediction] = {}
+        first: dict[int, Prompt] = {}
+        second: set[int] = set()
+        for obj_id, o in objects.items():
+            positive = o.labels == 1
+            if o.prior is not None:
+                first[obj_id] = self._prompt(o, mask_input=o.prior)
+            elif cfg.use_negative_pass and (~positive).any() and positive.any():
+                first[obj_id] = Prompt(o.xy[positive], o.labels[positive], o.box)
+                second.add(obj_id)
+            else:
+                first[obj_id] = self._prompt(o)
+        current.update(self._batch(embedding, first, candidates))
+        if second:
+            prompts = {i: self._prompt(objects[i], mask_input=current[i].low_res_logits) for i in second}
+            current.update(self._batch(embedding, prompts, candidates))
+        refining = set(current)
+        for _ in range(cfg.refine_iters):
+            prompts = {}
+            for obj_id in list(refining):
+                box = mask_box(current[obj_id].mask)
+                if box is None:
+                    refining.discard(obj_id)
+                else:
+                    prompts[obj_id] = self._prompt(objects[obj_id], box=box, mask_input=current[obj_id].low_res_logits)
+            if not prompts:
+                break
+            current.update(self._batch(embedding, prompts, candidates))
+        if candidates:
+            current = {i: select_candidate(p, cfg.multimask, objects[i].previous) for i, p in current.items()}
+        return {i: p for i, p in current.items() if p.iou >= cfg.iou_threshold}
+
+    @staticmethod
+    def _prompt(o: ObjectPrompt, box: np.ndarray | None = None, mask_input: np.ndarray | None = None) -> Prompt:
+        """All the object's points, with its own box unless ``box`` replaces it."""
+        points = (o.xy, o.labels) if len(o.xy) else (None, None)
+        return Prompt(*points, box=o.box if box is None else box, mask_input=mask_input)
+
+    def _batch(self, embedding: ImageEmbedding, prompts: dict[int, Prompt], candidates: bool) -> dict[int, MaskPrediction]:
+        with self.measure("decoder"):
+            predictions = self.segmenter.decode_batch(embedding, list(prompts.values()), candidates=candidates)
+        return dict(zip(prompts, predictions))
+
+
+def select_candidate(prediction: MaskPrediction, how: str, previous: np.ndarray | None) -> MaskPrediction:
+    """Replace a prediction by one of its candidates (single-mask output first, then the three
+    multimask ones): ``best_iou`` the multimask output with the highest predicted IoU;
+    ``consistent`` the output whose mask overlaps ``previous`` best (unchanged without one)."""
+    options = prediction.candidates
+    if how == "best_iou":
+        return max(options[1:], key=lambda c: c.iou)
+    if how == "consistent" and previous is not None and previous.any():
+        return max(options, key=lambda c: _iou(c.mask, previous))
+    return prediction
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 0.0
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray | None:
+    """The tight box ``(x0, y0, x1, y1)`` of a mask, or None when it has under 2 pixels."""
+    if np.count_nonzero(mask) < 2:
+        return None
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    return np.array([x, y, x + w - 1, y + h - 1], np.float32)
