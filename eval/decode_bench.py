@@ -1,0 +1,122 @@
+"""Decoder time per frame with many objects: every object's pass decoded in one batch against
+one by one, side by side in one process (these machines are noisy), on a real frame.
+
+    python -m samtrack.eval.decode_bench --frame ../shared/data/davis2016/JPEGImages/480p/bear/00000.jpg \\
+        --objects 1 4 16 --segmenters mobilesam mobilesam-onnx
+
+Each object gets 8 positives and 1 negative at seeded random places, and runs the default
+preset's decoder passes (positives, then positives + negatives with the first pass's logits).
+The variants run in turn, ``--repeats`` rounds each, and the median is reported; batched
+results are checked against one-by-one results (largest logit difference).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from ..config import load_config
+from ..decoding import DecodePasses, ObjectPrompt
+from ..errors import InputError, SamtrackError
+from ..segmenters import build_segmenter
+from ..segmenters.base import DecodeOneByOne
+
+
+class OneByOne(DecodeOneByOne):
+    """A segmenter's own decode, one prompt set per call."""
+
+    def __init__(self, segmenter) -> None:
+        self.segmenter = segmenter
+        self.name = segmenter.name
+
+    def decode(self, *args, **kwargs):
+        return self.segmenter.decode(*args, **kwargs)
+
+
+@contextmanager
+def _untimed(stage: str):
+    yield
+
+
+def prompts_for(n_objects: int, size: tuple[int, int], seed: int = 0) -> dict[int, ObjectPrompt]:
+    rng = np.random.default_rng(seed)
+    height, width = size
+    objects = {}
+    for obj_id in range(1, n_objects + 1):
+        centre = rng.uniform([0.2 * width, 0.2 * height], [0.8 * width, 0.8 * height])
+        positives = centre + rng.normal(0, 0.05 * width, (8, 2))
+        negative = rng.uniform([0, 0], [width - 1, height - 1], (1, 2))
+        xy = np.clip(np.concatenate([positives, negative]), 0, [width - 1, height - 1]).astype(np.float32)
+        objects[obj_id] = ObjectPrompt(xy, np.array([1] * 8 + [0], np.int32))
+    return objects
+
+
+def bench(segmenter_name: str, frame: np.ndarray, counts: list[int], repeats: int, log) -> list[dict]:
+    config = load_config("samtrack", [f"segmenter.name={segmenter_name}"])
+    segmenter = build_segmenter(config.segmenter, log=log)
+    embedding = segmenter.encode(frame)
+    variants = {"one-by-one": DecodePasses(OneByOne(segmenter), config.decode, _untimed)}
+    if not isinstance(segmenter, DecodeOneByOne):
+        variants["batched"] = DecodePasses(segmenter, config.decode, _untimed)
+    rows = []
+    for n in counts:
+        objects = prompts_for(n, frame.shape[:2])
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        outputs = {}
+        for _ in range(repeats):
+            for variant, passes in variants.items():  # alternate, so drift hits both alike
+                started = time.perf_counter()
+                outputs[variant] = passes.run(embedding, objects)
+                times[variant].append(time.perf_counter() - started)
+        row = {"segmenter": segmenter_name, "objects": n}
+        for variant, samples in times.items():
+            row[variant] = 1000 * statistics.median(samples)
+        if "batched" in outputs:
+            a, b = outputs["one-by-one"], outputs["batched"]
+            row["same_objects"] = set(a) == set(b)
+            row["max_logit_diff"] = max((float(np.abs(a[i].logits - b[i].logits).max()) for i in a if i in b), default=0.0)
+        rows.append(row)
+        log(str(row))
+    return rows
+
+
+def _read_frame(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read the frame ({type(exc).__name__})", path) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m samtrack.eval.decode_bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frame", required=True, help="an RGB frame (jpg/png)")
+    parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--segmenters", nargs="+", default=["mobilesam", "mobilesam-onnx"])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    try:
+        frame = _read_frame(Path(args.frame))
+        rows = [r for name in args.segmenters for r in bench(name, frame, args.objects, args.repeats, log=lambda m: print(m, file=sys.stderr))]
+    except SamtrackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print("| segmenter | objects | one-by-one ms | batched ms | speed-up | max logit diff |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        batched = r.get("batched")
+        speedup = f"{r['one-by-one'] / batched:.2f}x" if batched else "-"
+        diff = f"{r['max_logit_diff']:.1e}" if "max_logit_diff" in r else "-"
+        print(f"| {r['segmenter']} | {r['objects']} | {r['one-by-one']:.1f} | {batched and f'{batched:.1f}' or '-'} | {speedup} | {diff} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Our PyTorch MobileSAM on the converted real weights against the ONNX pair they came from, on
+real DAVIS frames: same embeddings, same masks."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from .conftest import load_frame, load_gt
+
+if os.environ.get("SAMTRACK_REQUIRE_TORCH") == "1":
+    import torch  # noqa: F401
+torch = pytest.importorskip("torch", reason="the torch extra is not installed")
+
+from samtrack.segmenters.sam.build import build_sam  # noqa: E402
+from samtrack.segmenters.sam_torch import SamTorch  # noqa: E402
+
+FRAMES = [("bear", 0), ("soccerball", 10), ("dance-jump", 20)]
+
+
+@pytest.fixture(scope="module")
+def torch_segmenter(mobilesam_torch_checkpoint):
+    return SamTorch(build_sam("mobilesam", mobilesam_torch_checkpoint), "mobilesam")
+
+
+def _prompts(gt: np.ndarray, rng: np.random.Generator) -> list[dict]:
+    ys, xs = np.nonzero(gt)
+    pick = rng.choice(len(xs), 4, replace=False)
+    positives = np.stack([xs[pick], ys[pick]], 1).astype(np.float32)
+    oy, ox = np.nonzero(~gt)
+    far = rng.choice(len(ox), 1)
+    negative = np.stack([ox[far], oy[far]], 1).astype(np.float32)
+    box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)
+    return [
+        dict(points=positives[:1], labels=np.array([1])),  # one click: the best multimask output
+        dict(points=np.concatenate([positives, negative]), labels=np.array([1, 1, 1, 1, 0])),
+        dict(points=positives[:2], labels=np.array([1, 1]), box=box),
+        dict(box=box),
+    ]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return np.count_nonzero(a & b) / max(1, np.count_nonzero(a | b))
+
+
+@pytest.mark.parametrize("seq,index", FRAMES)
+def test_torch_mobilesam_agrees_with_the_onnx_pair(davis16, segmenter, torch_segmenter, seq: str, index: int) -> None:
+    frame, gt = load_frame(davis16, seq, index), load_gt(davis16, seq, index)
+    onnx_embedding = segmenter.encode(frame)
+    ours = torch_segmenter.encode(frame)
+    a, b = onnx_embedding.numpy().ravel(), ours.numpy().ravel()
+    cosine = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cosine >= 0.9999, cosine
+    rng = np.random.default_rng(0)
+    for prompt in _prompts(gt, rng):
+        first = segmenter.decode(onnx_embedding, **prompt)
+        second = torch_segmenter.decode(ours, **prompt)
+        assert _iou(first.mask, second.mask) >= 0.99
+        assert abs(first.iou - second.iou) < 0.01
+        # With the mask prompt fed back, as the pipeline's second pass does.
+        refined_onnx = segmenter.decode(onnx_embedding, **prompt, mask_input=first.low_res_logits)
+        refined_ours = torch_segmenter.decode(ours, **prompt, mask_input=second.low_res_logits)
+        assert _iou(refined_onnx.mask, refined_ours.mask) >= 0.99
