@@ -6,8 +6,11 @@ one by one, side by side in one process (these machines are noisy), on a real fr
 
 Each object gets 8 positives and 1 negative at seeded random places, and runs the default
 preset's decoder passes (positives, then positives + negatives with the first pass's logits).
-The variants run in turn, ``--repeats`` rounds each, and the median is reported; batched
-results are checked against one-by-one results (largest logit difference).
+For ``mobilesam-onnx`` the batched variant is our decoder exported to ONNX with a batch
+dimension (:mod:`samtrack.segmenters.sam.export`, from the ``mobilesam-torch`` weights; needs the
+torch extra once), against SAM's own single-prompt export. The variants run in turn,
+``--repeats`` rounds each, and the median is reported; batched results are checked against
+one-by-one results (largest logit difference).
 """
 from __future__ import annotations
 
@@ -59,10 +62,11 @@ def prompts_for(n_objects: int, size: tuple[int, int], seed: int = 0) -> dict[in
 def bench(segmenter_name: str, frame: np.ndarray, counts: list[int], repeats: int, log) -> list[dict]:
     config = load_config("samtrack", [f"segmenter.name={segmenter_name}"])
     segmenter = build_segmenter(config.segmenter, log=log)
+    if segmenter_name == "mobilesam-onnx":
+        segmenter = _with_batched_onnx_decoder(segmenter, log)
     embedding = segmenter.encode(frame)
-    variants = {"one-by-one": DecodePasses(OneByOne(segmenter), config.decode, _untimed)}
-    if not isinstance(segmenter, DecodeOneByOne):
-        variants["batched"] = DecodePasses(segmenter, config.decode, _untimed)
+    variants = {"one-by-one": DecodePasses(OneByOne(segmenter), config.decode, _untimed),
+                "batched": DecodePasses(segmenter, config.decode, _untimed)}
     rows = []
     for n in counts:
         objects = prompts_for(n, frame.shape[:2])
@@ -93,6 +97,22 @@ def _read_frame(path: Path) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"cannot read the frame ({type(exc).__name__})", path) from None
+
+
+def _with_batched_onnx_decoder(segmenter, log):
+    """The ONNX segmenter given a batched export of our decoder (in a temporary folder)."""
+    import tempfile
+
+    from .. import weights
+    from ..segmenters.mobilesam_onnx import MobileSamOnnx
+    from ..segmenters.sam.build import build_sam
+    from ..segmenters.sam.export import export_decoder
+
+    onnx_dir = weights.resolve("mobilesam-onnx", None, log=log)
+    model = build_sam("mobilesam-torch", weights.resolve("mobilesam-torch", None, log=log) / "mobilesam_torch.pt")
+    folder = tempfile.mkdtemp(prefix="samtrack-decoder-")
+    export_decoder(model, Path(folder) / "sam_batched.onnx")
+    return MobileSamOnnx(onnx_dir / "encoder.onnx", onnx_dir / "sam.onnx", batched_decoder=Path(folder) / "sam_batched.onnx")
 
 
 def main(argv: list[str] | None = None) -> int:

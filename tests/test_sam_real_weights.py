@@ -62,3 +62,35 @@ def test_torch_mobilesam_agrees_with_the_onnx_pair(davis16, segmenter, torch_seg
         refined_onnx = segmenter.decode(onnx_embedding, **prompt, mask_input=first.low_res_logits)
         refined_ours = torch_segmenter.decode(ours, **prompt, mask_input=second.low_res_logits)
         assert _iou(refined_onnx.mask, refined_ours.mask) >= 0.99
+
+
+def test_our_batched_onnx_decoder_equals_sams_export_one_by_one(davis16, mobilesam_checkpoint,
+                                                               mobilesam_torch_checkpoint, tmp_path) -> None:
+    """Our decoder exported with a batch dimension, on onnxruntime, against the ONNX pair's own
+    single-prompt decoder: prompt sets of different lengths, with and without mask prompts."""
+    from samtrack.segmenters import Prompt
+    from samtrack.segmenters.mobilesam_onnx import MobileSamOnnx
+    from samtrack.segmenters.sam.export import export_decoder
+
+    export_decoder(build_sam("mobilesam", mobilesam_torch_checkpoint), tmp_path / "sam_batched.onnx")
+    onnx = MobileSamOnnx(mobilesam_checkpoint / "encoder.onnx", mobilesam_checkpoint / "sam.onnx",
+                         batched_decoder=tmp_path / "sam_batched.onnx")
+    frame, gt = load_frame(davis16, "bear", 0), load_gt(davis16, "bear", 0)
+    embedding = onnx.encode(frame)
+    prompts = [Prompt(**p) for p in _prompts(gt, np.random.default_rng(1))]
+    first = onnx.decode_batch(embedding, prompts)
+    prompts += [Prompt(p.points, p.labels, p.box, mask_input=f.low_res_logits) for p, f in zip(prompts, first)]
+    together = onnx.decode_batch(embedding, prompts)
+    for prompt, batched in zip(prompts, together):
+        alone = onnx.decode(embedding, prompt.points, prompt.labels, prompt.box, prompt.mask_input)
+        assert np.abs(alone.logits - batched.logits).max() < 1e-3
+        assert abs(alone.iou - batched.iou) < 1e-4
+        assert _iou(alone.mask, batched.mask) > 0.999
+    # Another frame size than the export's example: the upscaling sizes stay dynamic.
+    from samtrack.segmenters import ImageEmbedding
+
+    wide = ImageEmbedding(embedding.features, original_size=(720, 1280), input_size=(576, 1024))
+    alone = onnx.decode(wide, prompts[1].points, prompts[1].labels)
+    (batched,) = onnx.decode_batch(wide, [Prompt(prompts[1].points, prompts[1].labels)])
+    assert batched.logits.shape == (720, 1280)
+    assert np.abs(alone.logits - batched.logits).max() < 1e-3

@@ -186,3 +186,14 @@ def test_strict_loading_names_the_bad_keys(model, tmp_path) -> None:
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="not a loadable PyTorch checkpoint"):
         build_sam("mobilesam", path)
+
+
+def test_our_model_has_the_official_checkpoint_layout() -> None:
+    """Every key and shape of mobile_sam.pt, in order (dumped from the official model), so the
+    official checkpoint loads with strict=True."""
+    import json
+    from pathlib import Path
+
+    official = json.loads((Path(__file__).parent / "fixtures" / "mobilesam_state_dict_keys.json").read_text())
+    ours = [[k, list(v.shape)] for k, v in build_sam("mobilesam").state_dict().items()]
+    assert ours == official

@@ -7,6 +7,7 @@ mapped into the 1024-resized frame and returns logits at the original frame size
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -15,7 +16,7 @@ from samtrack import weights
 from samtrack.errors import WeightsError
 
 from . import transforms
-from .base import DecodeOneByOne, ImageEmbedding, MaskPrediction
+from .base import DecodeOneByOne, ImageEmbedding, MaskPrediction, Prompt
 
 LOW_RES = 256
 _DECODER_INPUTS = {"image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"}
@@ -29,13 +30,24 @@ class MobileSamOnnx(DecodeOneByOne):
             ``output`` float32 ``[B, 256, 64, 64]``.
         decoder_path: ``sam.onnx``: SAM's ONNX decoder export (single mask).
         threads: onnxruntime intra-op threads for each session; None = onnxruntime's default.
+        batched_decoder: our decoder exported with a batch dimension
+            (:func:`samtrack.segmenters.sam.export.export_decoder`): ``decode_batch`` then runs
+            every prompt set in one call. Not the default: on 2 CPU cores it measured slower than
+            one call per prompt set (``python -m samtrack.eval.decode_bench``).
     """
 
     name = "mobilesam-onnx"
 
-    def __init__(self, encoder_path: str | Path, decoder_path: str | Path, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        encoder_path: str | Path,
+        decoder_path: str | Path,
+        threads: int | None = None,
+        batched_decoder: str | Path | None = None,
+    ) -> None:
         self._encoder = _session(Path(encoder_path), threads)
         self._decoder = _session(Path(decoder_path), threads)
+        self._batched = None if batched_decoder is None else _session(Path(batched_decoder), threads)
         self._encoder_input = self._encoder.get_inputs()[0].name
         names = {i.name for i in self._decoder.get_inputs()}
         if names != _DECODER_INPUTS:
@@ -99,6 +111,29 @@ class MobileSamOnnx(DecodeOneByOne):
             },
         )
         return MaskPrediction(logits=masks[0, 0], iou=float(iou[0, 0]), low_res_logits=low_res[0, 0])
+
+    def decode_batch(
+        self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False
+    ) -> list[MaskPrediction]:
+        """One call per prompt set, or one call for all of them with ``batched_decoder``."""
+        if self._batched is None or candidates or not prompts:
+            return super().decode_batch(embedding, prompts, candidates)
+        coords, labels, valid = transforms.batch_prompt_tokens(prompts, embedding.original_size)
+        masks, given = transforms.batch_mask_inputs(prompts, (LOW_RES, LOW_RES))
+        logits, iou, low_res = self._batched.run(
+            None,
+            {
+                "image_embeddings": embedding.features,
+                "point_coords": coords,
+                "point_labels": labels,
+                "token_mask": valid.astype(np.float32),
+                "mask_input": masks,
+                "has_mask_input": given.astype(np.float32),
+                "orig_im_size": np.asarray(embedding.original_size, dtype=np.float32),
+            },
+        )
+        return [MaskPrediction(logits=logits[i, 0], iou=float(iou[i, 0]), low_res_logits=low_res[i, 0])
+                for i in range(len(prompts))]
 
 
 def _session(path: Path, threads: int | None) -> ort.InferenceSession:

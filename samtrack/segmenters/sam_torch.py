@@ -24,12 +24,11 @@ from .base import ImageEmbedding, MaskPrediction, Prompt
 try:
     import torch
     import torch.nn.functional as F
+
+    from .sam.modeling.mask_decoder import single_mask_choice
+    from .sam.modeling.tiny_vit import STRIDE
 except ImportError:  # the default install has no torch; build() says which extra to add
     torch = None
-
-# Prompts with at least this many tokens (points, box corners and SAM's padding point) take the
-# single-mask output; shorter ones the best multimask output (SAM's ONNX export's rule).
-_SINGLE_MASK_MIN_TOKENS = 3
 
 
 def require_torch() -> None:
@@ -111,8 +110,6 @@ class SamTorch:
         e.g. 64 x 36 unpadded for 16:9), kept on the segmenter's device."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
-        from .sam.modeling.tiny_vit import STRIDE
-
         tensor, input_size = transforms.preprocess(image, self._size, multiple=STRIDE if self.unpadded else None)
         with self._autocast():
             features = self.model.encode(torch.from_numpy(tensor).to(self.device))
@@ -145,17 +142,13 @@ class SamTorch:
         features = features.to(self.device)
         grid = tuple(features.shape[-2:])
         low_res_shape = (4 * grid[0], 4 * grid[1])
-        tokens = [transforms.prompt_tokens(p.points, p.labels, p.box) for p in prompts]
-        lengths = [len(c) for c, _ in tokens]
-        n = max(lengths)
-        coords = np.zeros((len(prompts), n, 2), np.float32)
-        labels = np.full((len(prompts), n), -1, np.float32)
-        valid = np.zeros((len(prompts), n), bool)
-        for i, (c, lab) in enumerate(tokens):
-            coords[i, : len(c)] = transforms.apply_coords(c, embedding.original_size, self._size)
-            labels[i, : len(c)] = lab
-            valid[i, : len(c)] = True
-        mask_input, has_mask = self._mask_inputs(prompts, low_res_shape)
+        coords, labels, valid = transforms.batch_prompt_tokens(prompts, embedding.original_size, self._size)
+        lengths = valid.sum(axis=1)
+        mask_input, has_mask = None, None
+        if any(p.mask_input is not None for p in prompts):
+            stack, given = transforms.batch_mask_inputs(prompts, low_res_shape)
+            mask_input = torch.from_numpy(stack).to(self.device)
+            has_mask = None if given.all() else torch.from_numpy(given).to(self.device)
         with self._autocast():
             masks, iou = self.model.decode(
                 features,
@@ -163,10 +156,10 @@ class SamTorch:
                 torch.from_numpy(labels).to(self.device),
                 mask_input=mask_input,
                 has_mask=has_mask,
-                token_mask=None if min(lengths) == n else torch.from_numpy(valid).to(self.device),
+                token_mask=None if valid.all() else torch.from_numpy(valid).to(self.device),
             )
         masks, iou = masks.float(), iou.float()
-        chosen = _select(iou, torch.tensor(lengths, device=iou.device))
+        chosen = single_mask_choice(iou, torch.from_numpy(lengths).to(iou.device))
         rows = torch.arange(len(prompts), device=iou.device)
         picked = self._upscale(masks[rows, chosen][:, None], embedding)[:, 0]
         picked_low = masks[rows, chosen].cpu().numpy()
@@ -185,20 +178,6 @@ class SamTorch:
                 ]
         return out
 
-    def _mask_inputs(self, prompts: Sequence[Prompt], shape: tuple[int, int]):
-        given = [p.mask_input is not None for p in prompts]
-        if not any(given):
-            return None, None
-        stack = np.zeros((len(prompts), 1, *shape), np.float32)
-        for i, p in enumerate(prompts):
-            if p.mask_input is not None:
-                m = np.asarray(p.mask_input, np.float32)
-                if m.shape != shape:
-                    raise ValueError(f"mask_input must be {list(shape)} for this embedding, got {m.shape}")
-                stack[i, 0] = m
-        has_mask = None if all(given) else torch.tensor(given, device=self.device)
-        return torch.from_numpy(stack).to(self.device), has_mask
-
     def _upscale(self, low_res: "torch.Tensor", embedding: ImageEmbedding) -> np.ndarray:
         """``[B, K, 4h, 4w]`` low-res logits -> ``[B, K, H, W]`` at the original frame size, as
         SAM does: up to the encoder input, crop its padding, resize to the frame."""
@@ -208,13 +187,6 @@ class SamTorch:
         up = F.interpolate(low_res, padded, mode="bilinear", align_corners=False)
         up = F.interpolate(up[..., :h, :w], embedding.original_size, mode="bilinear", align_corners=False)
         return up.cpu().numpy()
-
-
-def _select(iou: "torch.Tensor", lengths: "torch.Tensor") -> "torch.Tensor":
-    """Index of the mask a single decode returns: the single-mask output for prompts of at least
-    three tokens, else the multimask output with the highest predicted IoU."""
-    best_multi = iou[:, 1:].argmax(dim=1) + 1
-    return torch.where(lengths >= _SINGLE_MASK_MIN_TOKENS, torch.zeros_like(best_multi), best_multi)
 
 
 def _pick_weights(choice: str) -> str:

@@ -24,8 +24,13 @@ absolute difference to PIL is 0.76 (2.0 with added pixel noise) against 1.31 (6.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from .base import Prompt
 
 IMAGE_SIZE = 1024
 # ImageNet statistics in 0-255 units, as SAM was trained with (RGB order).
@@ -138,3 +143,35 @@ def prompt_tokens(
         coords.append(np.zeros((1, 2), dtype=np.float32))
         kinds.append(np.array([-1], dtype=np.float32))
     return np.concatenate(coords), np.concatenate(kinds)
+
+
+def batch_prompt_tokens(
+    prompts: "Sequence[Prompt]", original_size: tuple[int, int], long_side: int = IMAGE_SIZE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every prompt set's tokens (:func:`prompt_tokens`) mapped into the resized frame and padded
+    to one length with SAM's "not a point" token: float32 coords ``[B, N, 2]`` and labels
+    ``[B, N]``, and bool ``[B, N]``, False where a row was padded (for the attention mask)."""
+    tokens = [prompt_tokens(p.points, p.labels, p.box) for p in prompts]
+    n = max(len(c) for c, _ in tokens)
+    coords = np.zeros((len(tokens), n, 2), np.float32)
+    labels = np.full((len(tokens), n), -1, np.float32)
+    valid = np.zeros((len(tokens), n), bool)
+    for i, (c, kinds) in enumerate(tokens):
+        coords[i, : len(c)] = apply_coords(c, original_size, long_side)
+        labels[i, : len(c)] = kinds
+        valid[i, : len(c)] = True
+    return coords, labels, valid
+
+
+def batch_mask_inputs(prompts: "Sequence[Prompt]", shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The prompt sets' low-res mask prompts stacked, float32 ``[B, 1, *shape]`` (zeros where a
+    set has none), and bool ``[B]``: which sets have one."""
+    stack = np.zeros((len(prompts), 1, *shape), np.float32)
+    given = np.array([p.mask_input is not None for p in prompts])
+    for i, p in enumerate(prompts):
+        if p.mask_input is not None:
+            mask = np.asarray(p.mask_input, np.float32)
+            if mask.shape != tuple(shape):
+                raise ValueError(f"mask_input must be {list(shape)} for this embedding, got {mask.shape}")
+            stack[i, 0] = mask
+    return stack, given

@@ -81,3 +81,15 @@ class MaskDecoder(nn.Module):
         b, c_up, h_up, w_up = upscaled.shape
         masks = (hyper @ upscaled.reshape(b, c_up, h_up * w_up)).reshape(b, -1, h_up, w_up)
         return masks, self.iou_prediction_head(iou_out)
+
+
+# Prompts with at least this many tokens (points, box corners, SAM's padding point) take the
+# single-mask output; shorter, ambiguous ones the best multimask output.
+SINGLE_MASK_MIN_TOKENS = 3
+
+
+def single_mask_choice(iou: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Which of the four masks a single-mask decode returns, per row: SAM's ONNX export's rule
+    (token 0 for prompts of 3+ tokens, else the multimask output with the highest IoU)."""
+    best_multi = iou[:, 1:].argmax(dim=1) + 1
+    return torch.where(n_tokens >= SINGLE_MASK_MIN_TOKENS, torch.zeros_like(best_multi), best_multi)

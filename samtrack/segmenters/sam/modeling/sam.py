@@ -26,8 +26,7 @@ class Sam(nn.Module):
         """Normalised ``[B, 3, H, W]`` inputs -> ``[B, 256, H/16, W/16]`` embeddings."""
         return self.image_encoder(images)
 
-    @torch.inference_mode()
-    def decode(
+    def forward(
         self,
         embedding: torch.Tensor,
         coords: torch.Tensor | None,
@@ -54,3 +53,8 @@ class Sam(nn.Module):
         sparse, dense = self.prompt_encoder(coords, labels, mask_input, batch, grid, has_mask)
         image_pe = self.prompt_encoder.get_dense_pe(grid)
         return self.mask_decoder(embedding, image_pe, sparse, dense, token_mask)
+
+    @torch.inference_mode()
+    def decode(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` without autograd (what inference calls)."""
+        return self(*args, **kwargs)
