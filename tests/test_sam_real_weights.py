@@ -94,3 +94,25 @@ def test_our_batched_onnx_decoder_equals_sams_export_one_by_one(davis16, mobiles
     (batched,) = onnx.decode_batch(wide, [Prompt(prompts[1].points, prompts[1].labels)])
     assert batched.logits.shape == (720, 1280)
     assert np.abs(alone.logits - batched.logits).max() < 1e-3
+
+
+def test_run_with_the_torch_segmenter_matches_the_onnx_run(davis16, mobilesam_checkpoint, mobilesam_torch_checkpoint,
+                                                          tmp_path) -> None:
+    """`samtrack run --segmenter mobilesam` on 8 frames of bear gives the ONNX run's masks."""
+    from PIL import Image
+
+    from samtrack.cli import main
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(8):
+        (frames / f"{i:05d}.jpg").symlink_to(davis16 / "JPEGImages" / "480p" / "bear" / f"{i:05d}.jpg")
+    mask = davis16 / "Annotations" / "480p" / "bear" / "00000.png"
+    common = ["run", str(frames), "--mask", str(mask), "--no-overlay", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "onnx"), "--checkpoint", str(mobilesam_checkpoint)]) == 0
+    assert main([*common, "--out", str(tmp_path / "torch"), "--segmenter", "mobilesam", "--device", "cpu",
+                 "--checkpoint", str(mobilesam_torch_checkpoint)]) == 0
+    for i in range(8):
+        a = np.asarray(Image.open(tmp_path / "onnx" / "masks" / f"{i:05d}.png")) > 0
+        b = np.asarray(Image.open(tmp_path / "torch" / "masks" / f"{i:05d}.png")) > 0
+        assert _iou(a, b) >= 0.98, i

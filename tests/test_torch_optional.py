@@ -1,0 +1,36 @@
+"""samtrack without PyTorch: the default segmenter works, a PyTorch one says which extra to add."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Runs the CLI with `import torch` failing, as on an install without the torch extra.
+_NO_TORCH = "import sys; sys.modules['torch'] = None; from samtrack.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _run(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "SAMTRACK_HOME": str(tmp_path / "cache")})
+
+
+def test_torch_segmenter_without_torch_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _run(["run", str(REPO / "examples" / "bear.mp4"), "--points", str(REPO / "examples" / "clicks.json"),
+                 "--out", str(out), "--segmenter", "mobilesam", "--quiet"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "pip install 'samtrack[torch]'" in lines[0], proc.stderr
+    assert not out.exists()
+
+
+def test_default_commands_do_not_import_torch(tmp_path: Path) -> None:
+    proc = _run(["config"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "name: mobilesam-onnx" in proc.stdout
+    proc = _run(["weights", "list"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "mobilesam-torch" in proc.stdout
