@@ -5,7 +5,9 @@ placed between the copy-first-mask floor and the oracle ceiling.
         --split ../shared/data/davis2016/dev.txt --out runs/ablation --doc docs/RESULTS.md
 
 Each variant is a ``samtrack eval davis`` run into ``<out>/<variant>/`` with ``--resume``, so a
-re-run only computes what is missing and rewrites the table. Frame embeddings are cached in
+re-run only computes what is missing and rewrites the table. ``--group segmenters`` runs the
+segmenter variants instead (our PyTorch MobileSAM on the converted weights, unpadded frames,
+multimask selection; needs the torch extra) into their own table. Frame embeddings are cached in
 ``<out>/embeddings`` (the encoder then runs once per frame for all variants), so the
 ms/frame column excludes the encoder after the first variant.
 """
@@ -67,6 +69,19 @@ VARIANTS = (
             ("--config", "sam_pt_reinit", "--method", "oracle")),
 )
 
+_TORCH = ("--config", "samtrack", "--segmenter", "mobilesam")
+SEGMENTER_VARIANTS = (
+    Variant("samtrack", "samtrack preset, MobileSAM ONNX on onnxruntime (the default)", ("--config", "samtrack")),
+    Variant("torch", "samtrack preset, our PyTorch MobileSAM (weights converted from the ONNX pair)", _TORCH),
+    Variant("torch_unpadded", "torch, frames encoded at 1024x576 (64x36 embedding) instead of the padded square",
+            (*_TORCH, "--set", "segmenter.unpadded=true")),
+    Variant("torch_multimask_iou", "torch, each object's final mask the multimask output with the highest predicted IoU",
+            (*_TORCH, "--set", "decode.multimask=best_iou")),
+    Variant("torch_multimask_consistent", "torch, each object's final mask the output overlapping its last mask best",
+            (*_TORCH, "--set", "decode.multimask=consistent")),
+)
+GROUPS = {"loop": (VARIANTS, "ablation"), "segmenters": (SEGMENTER_VARIANTS, "segmenters")}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m samtrack.eval.ablation", description=__doc__.split("\n\n")[0])
@@ -75,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", required=True)
     parser.add_argument("--out", required=True, help="one folder per variant goes here")
     parser.add_argument("--doc", required=True, help="the markdown file to write")
-    parser.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS], help="only these")
+    parser.add_argument("--group", choices=GROUPS, default="loop", help="which table: the loop's variants, or the segmenters'")
+    parser.add_argument("--variants", nargs="+", choices=sorted({v.name for g, _ in GROUPS.values() for v in g}),
+                        help="only these (of the group)")
     parser.add_argument("--table-only", action="store_true", help="only rewrite the table from finished runs")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    chosen = [v for v in VARIANTS if not args.variants or v.name in args.variants]
+    variants, marker = GROUPS[args.group]
+    chosen = [v for v in variants if not args.variants or v.name in args.variants]
     for variant in [] if args.table_only else chosen:
         command = [sys.executable, "-m", "samtrack.cli", "eval", "davis", "--root", args.root, "--year", str(args.year),
                    "--split", args.split, "--out", str(out / variant.name), "--resume", "--quiet",
@@ -88,13 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         code = subprocess.run(command, stdout=subprocess.DEVNULL).returncode
         if code:  # its own error line is already on stderr
             raise SamtrackError(f"variant {variant.name}: samtrack eval davis failed (exit code {code})")
-    write_table(chosen, out, split_name(args.split), Path(args.doc))
+    write_table(chosen, out, split_name(args.split), Path(args.doc), marker)
     print(f"-> {args.doc}")
     return 0
 
 
-def write_table(variants: list[Variant], out: Path, split: str, doc: Path) -> None:
-    """Per-sequence J&F of every variant, means, J and F, and ms/frame, as markdown."""
+def write_table(variants: list[Variant], out: Path, split: str, doc: Path, marker: str = "ablation") -> None:
+    """Per-sequence J&F of every variant, means, J and F, and ms/frame, as markdown, written
+    between ``<!-- {marker}:start -->`` and ``<!-- {marker}:end -->`` in ``doc``."""
     per_seq: dict[str, dict[str, float]] = {}
     rows = []
     for v in variants:
@@ -122,7 +141,7 @@ def write_table(variants: list[Variant], out: Path, split: str, doc: Path) -> No
             lines.append(f"- `{v.name}` {mean:.3f} ({lowest} {per_seq[v.name][lowest] / oracle[lowest]:.2f})")
     table = "\n".join(lines) + "\n"
     text = doc.read_text() if doc.exists() else ""
-    start, end = "<!-- ablation:start -->", "<!-- ablation:end -->"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     if start in text and end in text:
         text = text[: text.index(start) + len(start)] + "\n" + table + text[text.index(end):]
     else:

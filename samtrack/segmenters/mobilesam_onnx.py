@@ -33,7 +33,7 @@ class MobileSamOnnx(DecodeOneByOne):
         batched_decoder: our decoder exported with a batch dimension
             (:func:`samtrack.segmenters.sam.export.export_decoder`): ``decode_batch`` then runs
             every prompt set in one call. Not the default: on 2 CPU cores it measured slower than
-            one call per prompt set (``python -m samtrack.eval.decode_bench``).
+            one call per prompt set (``python -m samtrack.eval.segmenter_bench``).
     """
 
     name = "mobilesam-onnx"

@@ -1,8 +1,11 @@
-"""Decoder time per frame with many objects: every object's pass decoded in one batch against
-one by one, side by side in one process (these machines are noisy), on a real frame.
+"""Segmenter timings side by side in one process (these machines are noisy), on a real frame:
+encoders (ONNX, PyTorch padded to the square, PyTorch unpadded), and decoder time per frame with
+many objects, every object's pass decoded in one batch against one by one.
 
-    python -m samtrack.eval.decode_bench --frame ../shared/data/davis2016/JPEGImages/480p/bear/00000.jpg \\
+    python -m samtrack.eval.segmenter_bench --frame ../shared/data/davis2016/JPEGImages/480p/bear/00000.jpg \\
         --objects 1 4 16 --segmenters mobilesam mobilesam-onnx
+
+Encoders: each variant encodes the frame in turn, ``--repeats`` rounds, median reported.
 
 Each object gets 8 positives and 1 negative at seeded random places, and runs the default
 preset's decoder passes (positives, then positives + negatives with the first pass's logits).
@@ -57,6 +60,39 @@ def prompts_for(n_objects: int, size: tuple[int, int], seed: int = 0) -> dict[in
         xy = np.clip(np.concatenate([positives, negative]), 0, [width - 1, height - 1]).astype(np.float32)
         objects[obj_id] = ObjectPrompt(xy, np.array([1] * 8 + [0], np.int32))
     return objects
+
+
+# Encoder variants: name -> config overrides.
+ENCODERS = {
+    "mobilesam-onnx": ["segmenter.name=mobilesam-onnx"],
+    "mobilesam (padded)": ["segmenter.name=mobilesam"],
+    "mobilesam (unpadded)": ["segmenter.name=mobilesam", "segmenter.unpadded=true"],
+}
+
+
+def bench_encoders(names: list[str], frame: np.ndarray, repeats: int, log) -> list[tuple[str, str, str, float]]:
+    """Median encode time of each variant, encoding in turn."""
+    segmenters = {n: build_segmenter(load_config("samtrack", ENCODERS[n]).segmenter, log=log) for n in names}
+    times: dict[str, list[float]] = {n: [] for n in names}
+    shapes = {}
+    for n, segmenter in segmenters.items():  # warm-up, and the shapes
+        embedding = segmenter.encode(frame)
+        shapes[n] = "x".join(map(str, embedding.numpy().shape[-2:]))
+    for _ in range(repeats):
+        for n, segmenter in segmenters.items():
+            started = time.perf_counter()
+            segmenter.encode(frame)
+            times[n].append(time.perf_counter() - started)
+    from ..segmenters import transforms
+
+    rows = []
+    for n in names:
+        unpadded = "unpadded" in n
+        h, w = transforms.resized_shape(*frame.shape[:2])
+        size = transforms.padded_shape((h, w), multiple=16 if unpadded else None)
+        rows.append((n, f"{size[1]}x{size[0]}", shapes[n], 1000 * statistics.median(times[n])))
+        log(f"{n}: {rows[-1][-1]:.0f} ms")
+    return rows
 
 
 def bench(segmenter_name: str, frame: np.ndarray, counts: list[int], repeats: int, log) -> list[dict]:
@@ -116,18 +152,28 @@ def _with_batched_onnx_decoder(segmenter, log):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m samtrack.eval.decode_bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m samtrack.eval.segmenter_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--frame", required=True, help="an RGB frame (jpg/png)")
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--segmenters", nargs="+", default=["mobilesam", "mobilesam-onnx"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--encoders", nargs="*", default=list(ENCODERS), choices=list(ENCODERS),
+                        help="encoder variants to time (none: skip)")
     args = parser.parse_args(argv)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
         frame = _read_frame(Path(args.frame))
-        rows = [r for name in args.segmenters for r in bench(name, frame, args.objects, args.repeats, log=lambda m: print(m, file=sys.stderr))]
+        encoder_rows = bench_encoders(args.encoders, frame, args.repeats, log)
+        rows = [r for name in args.segmenters for r in bench(name, frame, args.objects, args.repeats, log=log)]
     except SamtrackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    if encoder_rows:
+        print("| encoder | input | embedding | ms |")
+        print("|---|---|---|---|")
+        for name, shape_in, shape_out, ms in encoder_rows:
+            print(f"| {name} | {shape_in} | {shape_out} | {ms:.0f} |")
+        print()
     print("| segmenter | objects | one-by-one ms | batched ms | speed-up | max logit diff |")
     print("|---|---|---|---|---|---|")
     for r in rows:
