@@ -37,6 +37,13 @@ def model():
     return sam, weights
 
 
+def _segmenter(weights: dict, **options) -> SamTorch:
+    """A SamTorch on its own copy of the model (it prepares the model for inference in place)."""
+    sam = build_sam("mobilesam")
+    load_state_dict(sam, weights)
+    return SamTorch(sam, "mobilesam", **options)
+
+
 def _tokens(case: dict) -> tuple[torch.Tensor, torch.Tensor]:
     points = np.array(case["points"], np.float32) if "points" in case else None
     labels = np.array(case["labels"]) if "points" in case else None
@@ -72,6 +79,16 @@ def test_image_embedding_equals_the_official_tinyvit(golden, model) -> None:
     assert np.abs(iou - golden["e2e_points/iou"]).max() < TOL
 
 
+def test_prepared_encoder_equals_the_official_tinyvit(golden, model) -> None:
+    """SamTorch's inference model (BatchNorm folded, channels-last) against the fixture too."""
+    segmenter = _segmenter(model[1])
+    embedding = segmenter.model.encode(
+        torch.from_numpy(g.encoder_input()).contiguous(memory_format=torch.channels_last)).numpy()
+    sub = embedding[:, :, :: g.EMBED_STRIDE, :: g.EMBED_STRIDE]
+    assert np.abs(sub - golden["embedding_sub"]).max() < TOL
+    assert not any(type(m).__name__ == "Conv2d_BN" for m in segmenter.model.image_encoder.modules())
+
+
 @pytest.mark.parametrize("name", list(g.CASES))
 def test_decoder_equals_the_official_decoder(golden, model, name: str) -> None:
     """Points only (SAM's padding point), points + box, box + mask prompt, multimask output."""
@@ -84,8 +101,7 @@ def test_decoder_equals_the_official_decoder(golden, model, name: str) -> None:
 
 
 def test_masks_upscaled_to_the_frame_as_the_official_postprocessing(golden, model) -> None:
-    sam, _ = model
-    segmenter = SamTorch(sam, "mobilesam")
+    segmenter = _segmenter(model[1])
     embedding = _embedding(g.decoder_embedding(), input_size=(576, 1024))
     case = g.CASES["points"]
     scale = np.array([g.ORIGINAL_SIZE[1] / 1024, g.ORIGINAL_SIZE[0] / 576], np.float32)
@@ -106,8 +122,7 @@ def _embedding(features: np.ndarray, input_size=(1024, 1024), original_size=None
 
 def test_batched_decoding_equals_one_by_one(model) -> None:
     """Prompts of different lengths, with and without a mask prompt, in one call."""
-    sam, _ = model
-    segmenter = SamTorch(sam, "mobilesam")
+    segmenter = _segmenter(model[1])
     embedding = _embedding(g.decoder_embedding(), input_size=(576, 1024))
     rng = np.random.default_rng(0)
     low_res = (3 * rng.standard_normal((256, 256))).astype(np.float32)
@@ -130,8 +145,7 @@ def test_batched_decoding_equals_one_by_one(model) -> None:
 
 def test_single_decode_picks_its_mask_as_the_onnx_export(model) -> None:
     """One click (+ padding point) takes the best multimask output; three tokens the single mask."""
-    sam, _ = model
-    segmenter = SamTorch(sam, "mobilesam")
+    segmenter = _segmenter(model[1])
     embedding = _embedding(g.decoder_embedding(), input_size=(576, 1024))
     one = segmenter.decode_batch(embedding, [Prompt(np.array([[100.0, 200.0]]), np.array([1]))], candidates=True)[0]
     ious = [c.iou for c in one.candidates]
@@ -141,10 +155,11 @@ def test_single_decode_picks_its_mask_as_the_onnx_export(model) -> None:
 
 
 def test_unpadded_encoding_equals_padded_on_a_square_frame(model) -> None:
-    sam, _ = model
+    segmenter = _segmenter(model[1])
+    unpadded_segmenter = _segmenter(model[1], unpadded=True)
     frame = np.random.default_rng(1).integers(0, 256, (512, 512, 3), dtype=np.uint8)
-    padded = SamTorch(sam, "mobilesam").encode(frame)
-    unpadded = SamTorch(sam, "mobilesam", unpadded=True).encode(frame)
+    padded = segmenter.encode(frame)
+    unpadded = unpadded_segmenter.encode(frame)
     assert padded.features.shape == unpadded.features.shape == (1, 256, 64, 64)
     assert torch.equal(padded.features, unpadded.features)
 
@@ -152,9 +167,9 @@ def test_unpadded_encoding_equals_padded_on_a_square_frame(model) -> None:
 def test_unpadded_encoding_of_a_wide_frame(model) -> None:
     """854x480 -> 1024x576 input -> a 64x36 grid; its masks come back at the frame's size and the
     decoder's position encoding is the square grid's, cropped."""
-    sam, _ = model
+    sam, weights = model
     frame = np.random.default_rng(2).integers(0, 256, (480, 854, 3), dtype=np.uint8)
-    segmenter = SamTorch(sam, "mobilesam", unpadded=True)
+    segmenter = _segmenter(weights, unpadded=True)
     embedding = segmenter.encode(frame)
     assert embedding.features.shape == (1, 256, 36, 64)
     prediction = segmenter.decode(embedding, np.array([[400.0, 240.0]]), np.array([1]))
