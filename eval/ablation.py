@@ -69,16 +69,27 @@ VARIANTS = (
             ("--config", "sam_pt_reinit", "--method", "oracle")),
 )
 
-_TORCH = ("--config", "samtrack", "--segmenter", "mobilesam")
+_TORCH = ("--config", "samtrack", "--segmenter", "mobilesam", "--set", "segmenter.unpadded=false")
 SEGMENTER_VARIANTS = (
     Variant("samtrack", "samtrack preset, MobileSAM ONNX on onnxruntime (the default)", ("--config", "samtrack")),
-    Variant("torch", "samtrack preset, our PyTorch MobileSAM (weights converted from the ONNX pair)", _TORCH),
-    Variant("torch_unpadded", "torch, frames encoded at 1024x576 (64x36 embedding) instead of the padded square",
+    Variant("torch", "samtrack preset, our PyTorch MobileSAM (weights converted from the ONNX pair), frames padded to the square", _TORCH),
+    Variant("torch_unpadded", "torch, frames encoded at 1024x576 (64x36 embedding): the PyTorch default",
             (*_TORCH, "--set", "segmenter.unpadded=true")),
     Variant("torch_multimask_iou", "torch, each object's final mask the multimask output with the highest predicted IoU",
             (*_TORCH, "--set", "decode.multimask=best_iou")),
     Variant("torch_multimask_consistent", "torch, each object's final mask the output overlapping its last mask best",
             (*_TORCH, "--set", "decode.multimask=consistent")),
+    # The loop feeds each mask back into the next frame's points, so differences of 1e-4 in the
+    # logits can grow into other trajectories: the seeds show that spread, and the oracle (points
+    # from each frame's ground truth, no feedback) compares the two models frame by frame.
+    Variant("samtrack_seed1", "samtrack with sampling seed 1", ("--config", "samtrack", "--set", "sampling.seed=1")),
+    Variant("torch_seed1", "torch with sampling seed 1", (*_TORCH, "--set", "sampling.seed=1")),
+    Variant("samtrack_seed2", "samtrack with sampling seed 2", ("--config", "samtrack", "--set", "sampling.seed=2")),
+    Variant("torch_seed2", "torch with sampling seed 2", (*_TORCH, "--set", "sampling.seed=2")),
+    Variant("oracle_fast", "ORACLE (no feedback loop): points from each frame's ground truth, fast decoding, ONNX",
+            ("--config", "fast", "--method", "oracle")),
+    Variant("torch_oracle_fast", "the same oracle with our PyTorch MobileSAM",
+            ("--config", "fast", "--method", "oracle", "--segmenter", "mobilesam", "--set", "segmenter.unpadded=false")),
 )
 GROUPS = {"loop": (VARIANTS, "ablation"), "segmenters": (SEGMENTER_VARIANTS, "segmenters")}
 

@@ -34,3 +34,16 @@ def test_default_commands_do_not_import_torch(tmp_path: Path) -> None:
     proc = _run(["weights", "list"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "mobilesam-torch" in proc.stdout
+
+
+def test_onnx_segmenter_refuses_pytorch_options(tmp_path: Path) -> None:
+    from samtrack.config import load_config
+    from samtrack.errors import ConfigError
+    from samtrack.segmenters import build_segmenter
+
+    import pytest
+
+    for override, message in (("segmenter.unpadded=true", "fixed to the 1024x1024 square"),
+                              ("segmenter.device=cuda", "applies to the PyTorch segmenters")):
+        with pytest.raises(ConfigError, match=message):
+            build_segmenter(load_config("samtrack", [override]).segmenter)

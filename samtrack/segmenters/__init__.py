@@ -11,9 +11,12 @@ __all__ = ["ImageEmbedding", "MaskPrediction", "Prompt", "Segmenter", "build_seg
 def _onnx(config: SegmenterConfig, log) -> Segmenter:
     from .mobilesam_onnx import MobileSamOnnx
 
-    for key, default in (("device", "auto"), ("precision", "fp32"), ("unpadded", False)):
+    for key, default in (("device", "auto"), ("precision", "fp32")):
         if getattr(config, key) != default:
             raise ConfigError(f"segmenter.{key} applies to the PyTorch segmenters; {config.name} runs on onnxruntime")
+    if config.unpadded:
+        raise ConfigError(f"segmenter.unpadded=true needs a PyTorch segmenter: {config.name}'s encoder graph is fixed "
+                          "to the 1024x1024 square")
     return MobileSamOnnx.from_checkpoint(config.checkpoint, threads=config.threads, log=log)
 
 

@@ -103,9 +103,10 @@ class SamTorch:
             path = weights.resolve(entry.weights, None, log=log) / entry.checkpoint_file
             source = f"{entry_name} weights"
         model = build_sam(config.name, path)
-        log(f"segmenter {config.name}: {source} on {device}"
-            f"{', unpadded frames' if config.unpadded else ''}{'' if config.precision == 'fp32' else ', ' + config.precision}")
-        return cls(model, config.name, device=device, unpadded=config.unpadded, precision=config.precision)
+        unpadded = True if config.unpadded is None else config.unpadded
+        log(f"segmenter {config.name}: {source} on {device}, frames {'unpadded' if unpadded else 'padded to the square'}"
+            f"{'' if config.precision == 'fp32' else ', ' + config.precision}")
+        return cls(model, config.name, device=device, unpadded=unpadded, precision=config.precision)
 
     # -- encoding ------------------------------------------------------------------------------
 
