@@ -65,7 +65,7 @@ def prompts_for(n_objects: int, size: tuple[int, int], seed: int = 0) -> dict[in
 # Encoder variants: name -> config overrides.
 ENCODERS = {
     "mobilesam-onnx": ["segmenter.name=mobilesam-onnx"],
-    "mobilesam (padded)": ["segmenter.name=mobilesam"],
+    "mobilesam (padded)": ["segmenter.name=mobilesam", "segmenter.unpadded=false"],
     "mobilesam (unpadded)": ["segmenter.name=mobilesam", "segmenter.unpadded=true"],
 }
 
@@ -96,7 +96,9 @@ def bench_encoders(names: list[str], frame: np.ndarray, repeats: int, log) -> li
 
 
 def bench(segmenter_name: str, frame: np.ndarray, counts: list[int], repeats: int, log) -> list[dict]:
-    config = load_config("samtrack", [f"segmenter.name={segmenter_name}"])
+    # One decoder call for all objects, whatever the device's default chunking.
+    extra = ["segmenter.max_batch=1024"] if segmenter_name != "mobilesam-onnx" else []
+    config = load_config("samtrack", [f"segmenter.name={segmenter_name}", *extra])
     segmenter = build_segmenter(config.segmenter, log=log)
     if segmenter_name == "mobilesam-onnx":
         segmenter = _with_batched_onnx_decoder(segmenter, log)

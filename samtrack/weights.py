@@ -176,11 +176,11 @@ REGISTRY: dict[str, ModelSpec] = {
                     # No sha256 or size is published, and neither can be computed here: the
                     # mirror of the repository lists the blob but lacks its bytes (`git ls-tree
                     # -l` shows no size). The blob id of weights/mobile_sam.pt at commit
-                    # 34bbbfd verifies the download; sha256 and size are pinned then. A later
-                    # change of the file on master fails that check loudly.
+                    # 34bbbfd verifies the download (the URL names that commit, so the file it
+                    # serves never changes); sha256 and size are pinned then.
                     size=None,
                     sha256=None,
-                    url="https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/master/weights/mobile_sam.pt",
+                    url="https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/34bbbfdface3c18e5221aa7de6032d7220c6c6a1/weights/mobile_sam.pt",
                     git_blob_sha1="7ef2d090979fd9853adf17b7a99c8b94a1c5a6a7",
                 ),
             ),
