@@ -74,23 +74,19 @@ def bench_encoders(names: list[str], frame: np.ndarray, repeats: int, log) -> li
     """Median encode time of each variant, encoding in turn."""
     segmenters = {n: build_segmenter(load_config("samtrack", ENCODERS[n]).segmenter, log=log) for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}
-    shapes = {}
-    for n, segmenter in segmenters.items():  # warm-up, and the shapes
-        embedding = segmenter.encode(frame)
-        shapes[n] = "x".join(map(str, embedding.numpy().shape[-2:]))
+    grids = {}
+    for n, segmenter in segmenters.items():  # warm-up, and the embedding's grid
+        grids[n] = segmenter.encode(frame).numpy().shape[-2:]
     for _ in range(repeats):
         for n, segmenter in segmenters.items():
             started = time.perf_counter()
             segmenter.encode(frame)
             times[n].append(time.perf_counter() - started)
-    from ..segmenters import transforms
-
     rows = []
     for n in names:
-        unpadded = "unpadded" in n
-        h, w = transforms.resized_shape(*frame.shape[:2])
-        size = transforms.padded_shape((h, w), multiple=16 if unpadded else None)
-        rows.append((n, f"{size[1]}x{size[0]}", shapes[n], 1000 * statistics.median(times[n])))
+        gh, gw = grids[n]
+        # SAM encoders downsample by 16: the grid says what size was encoded.
+        rows.append((n, f"{16 * gw}x{16 * gh}", f"{gw}x{gh}", 1000 * statistics.median(times[n])))
         log(f"{n}: {rows[-1][-1]:.0f} ms")
     return rows
 
@@ -143,14 +139,15 @@ def _with_batched_onnx_decoder(segmenter, log):
 
     from .. import weights
     from ..segmenters.mobilesam_onnx import MobileSamOnnx
-    from ..segmenters.sam.build import build_sam
+    from ..segmenters.sam.build import build_sam, cached_checkpoint
     from ..segmenters.sam.export import export_decoder
 
     onnx_dir = weights.resolve("mobilesam-onnx", None, log=log)
-    model = build_sam("mobilesam-torch", weights.resolve("mobilesam-torch", None, log=log) / "mobilesam_torch.pt")
-    folder = tempfile.mkdtemp(prefix="samtrack-decoder-")
-    export_decoder(model, Path(folder) / "sam_batched.onnx")
-    return MobileSamOnnx(onnx_dir / "encoder.onnx", onnx_dir / "sam.onnx", batched_decoder=Path(folder) / "sam_batched.onnx")
+    model = build_sam("mobilesam-torch", cached_checkpoint("mobilesam-torch", log=log))
+    with tempfile.TemporaryDirectory(prefix="samtrack-decoder-") as folder:  # the session keeps the graph
+        export_decoder(model, Path(folder) / "sam_batched.onnx")
+        return MobileSamOnnx(onnx_dir / "encoder.onnx", onnx_dir / "sam.onnx",
+                             batched_decoder=Path(folder) / "sam_batched.onnx")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -208,6 +208,10 @@ class Config:
             (self.video.max_frames is None or self.video.max_frames >= 1, "video.max_frames must be >= 1"),
             (self.video.longest_side is None or self.video.longest_side >= 16, "video.longest_side must be >= 16"),
             (0.0 <= self.output.overlay_alpha <= 1.0, "output.overlay_alpha must be in [0, 1]"),
+            (self.segmenter.max_batch is None or self.segmenter.max_batch >= 1, "segmenter.max_batch must be >= 1"),
+            (self.decode.multimask == "off" or self.segmenter.name != "mobilesam-onnx",
+             "decode.multimask needs all of SAM's outputs, which the mobilesam-onnx decoder does not give; "
+             "use segmenter.name=mobilesam"),
         ]
         for ok, message in checks:
             if not ok:

@@ -47,3 +47,16 @@ def test_onnx_segmenter_refuses_pytorch_options(tmp_path: Path) -> None:
                               ("segmenter.device=cuda", "applies to the PyTorch segmenters")):
         with pytest.raises(ConfigError, match=message):
             build_segmenter(load_config("samtrack", [override]).segmenter)
+
+
+def test_segmenter_config_errors_come_before_the_run() -> None:
+    from samtrack.config import load_config
+    from samtrack.errors import ConfigError
+
+    import pytest
+
+    with pytest.raises(ConfigError, match="decode.multimask needs all of SAM's outputs"):
+        load_config("samtrack", ["decode.multimask=best_iou"])
+    with pytest.raises(ConfigError, match="segmenter.max_batch must be >= 1"):
+        load_config("samtrack", ["segmenter.name=mobilesam", "segmenter.max_batch=0"])
+    assert load_config("samtrack", ["segmenter.name=mobilesam", "decode.multimask=consistent"]).decode.multimask == "consistent"

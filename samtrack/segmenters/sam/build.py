@@ -12,6 +12,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from samtrack import weights
 from samtrack.errors import WeightsError
 
 from .modeling import MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
@@ -26,13 +27,11 @@ class SamEntry:
 
     Attributes:
         builder: makes the model with random weights.
-        weights: the :mod:`samtrack.weights` registry name of its checkpoint.
-        checkpoint_file: the state_dict's file name inside that model's cache directory.
+        weights: the :mod:`samtrack.weights` registry name of its checkpoint (one state_dict file).
     """
 
     builder: Callable[[], Sam]
     weights: str
-    checkpoint_file: str
 
 
 def _sam_decoder_and_prompts(embedding_size: int) -> tuple[PromptEncoder, MaskDecoder]:
@@ -70,18 +69,29 @@ def build_mobilesam() -> Sam:
 REGISTRY: dict[str, SamEntry] = {
     # The official checkpoint (mobile_sam.pt) and the same weights converted from the ONNX
     # export (the only MobileSAM weights that can be fetched without GitHub).
-    "mobilesam": SamEntry(build_mobilesam, weights="mobilesam", checkpoint_file="mobile_sam.pt"),
-    "mobilesam-torch": SamEntry(build_mobilesam, weights="mobilesam-torch", checkpoint_file="mobilesam_torch.pt"),
+    "mobilesam": SamEntry(build_mobilesam, weights="mobilesam"),
+    "mobilesam-torch": SamEntry(build_mobilesam, weights="mobilesam-torch"),
 }
+
+
+def cached_checkpoint(name: str, log: weights.Log = weights.log_stderr) -> Path:
+    """The state_dict file of registered model ``name`` in the weights cache (fetched, or
+    converted, on first use)."""
+    entry = _entry(name)
+    (wf,) = weights.get_spec(entry.weights).files
+    return weights.resolve(entry.weights, None, log=log) / wf.name
+
+
+def _entry(name: str) -> SamEntry:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise WeightsError(f"unknown SAM model {name!r}; known: {', '.join(REGISTRY)}") from None
 
 
 def build_sam(name: str, checkpoint: str | Path | None = None) -> Sam:
     """Build registered model ``name``; load ``checkpoint`` (a state_dict file) when given."""
-    try:
-        entry = REGISTRY[name]
-    except KeyError:
-        raise WeightsError(f"unknown SAM model {name!r}; known: {', '.join(REGISTRY)}") from None
-    model = entry.builder().eval()
+    model = _entry(name).builder().eval()
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model

@@ -34,6 +34,7 @@ class Sam(nn.Module):
         mask_input: torch.Tensor | None = None,
         has_mask: torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None,
+        image_pe: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All four masks for a batch of prompt sets against one embedding.
 
@@ -44,6 +45,7 @@ class Sam(nn.Module):
             mask_input: ``[B, 1, 4h, 4w]`` low-res logits, or None.
             has_mask: ``[B]`` bool, which rows of ``mask_input`` are prompts (None: all).
             token_mask: ``[B, N]`` bool, False where a prompt was padded to the batch's length.
+            image_pe: the prompt encoder's ``get_dense_pe(grid)``, when the caller keeps it.
 
         Returns:
             ``[B, 4, 4h, 4w]`` low-res logits and ``[B, 4]`` predicted IoUs.
@@ -51,7 +53,8 @@ class Sam(nn.Module):
         grid = tuple(embedding.shape[-2:])
         batch = coords.shape[0] if coords is not None else mask_input.shape[0]
         sparse, dense = self.prompt_encoder(coords, labels, mask_input, batch, grid, has_mask)
-        image_pe = self.prompt_encoder.get_dense_pe(grid)
+        if image_pe is None:
+            image_pe = self.prompt_encoder.get_dense_pe(grid)
         return self.mask_decoder(embedding, image_pe, sparse, dense, token_mask)
 
     @torch.inference_mode()
