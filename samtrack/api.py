@@ -97,7 +97,7 @@ class VideoPredictor:
         if not isinstance(config, Config):
             config = load_config(DEFAULT_PRESET if config is None else config, list(overrides))
         segmenter = build_segmenter(config.segmenter, log=log)
-        tracker = build_tracker(config.tracker.name, config=config.tracker.lk)
+        tracker = build_tracker(config.tracker, log=log)
         return cls(config, segmenter, tracker)
 
     @property

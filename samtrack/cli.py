@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
     objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
     # The overlay needs frames the pipeline has just read, a tracking window at a time: keep
     # them rather than decode (and seek back for) each frame twice.
-    state = InferenceState.open(RecentFrames(open_video(args.input), size=config.tracking_window + 1), config.video)
+    state = InferenceState.open(RecentFrames(open_video(args.input), size=config.tracking_window + config.tracker.lookback + 1), config.video)
     state.add_objects(objects, prompt_path)
     out = Path(args.out)
     _check_replaceable(out, [Path(args.input), prompt_path])
@@ -264,7 +264,10 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
 def _weights_list(args: argparse.Namespace) -> int:
     from . import weights
 
-    for spec in weights.list_models():
+    models = weights.list_models()
+    name_width = max(len(spec.name) for spec in models)
+    licence_width = max(len(spec.licence) for spec in models)
+    for spec in models:
         try:
             directory = weights.cached_path(spec.name)
             status = "cached"
@@ -277,7 +280,7 @@ def _weights_list(args: argparse.Namespace) -> int:
             shown = f"{size / 1e6:.1f} MB"
         else:
             shown = "unknown until converted" if spec.derived_from else "unknown until first download"
-        print(f"{spec.name:16s} {shown:29s} {spec.licence:11s} {status:11s} {spec.source}")
+        print(f"{spec.name:{name_width}s} {shown:29s} {spec.licence:{licence_width}s} {status:11s} {spec.source}")
     print(f"cache: {weights.cache_dir()}")
     return 0
 

@@ -62,11 +62,39 @@ class LKConfig:
 
 
 @dataclass
+class CoTrackerConfig:
+    """CoTracker3 (``tracker.name`` cotracker3: offline, window 60; cotracker3-online: sliding
+    window 16). null values take what the official predictor of that mode does."""
+
+    # scaled: trained on Kubric then real videos (the official default); kubric: Kubric only.
+    weights: Literal["scaled", "kubric"] = "scaled"
+    # A state_dict file (scaled_offline.pth, ...) to load instead of the weights cache.
+    checkpoint: str | None = None
+    device: Device = "auto"
+    # Transformer updates per window (the official predictors use 6).
+    iters: int = 6
+    # Side of the grid of extra points tracked beside the queries, which gives the tracker
+    # context (null: 6 offline, none online); SAM-PT adds its grid every few frames.
+    support_grid: int | None = None
+    support_grid_every: int = 0
+    # A point is visible above this (null: 0.9 on the visibility probability offline, 0.6 on
+    # visibility x confidence online).
+    visibility_threshold: float | None = None
+
+
+@dataclass
 class TrackerConfig:
+    # lk, cotracker3, cotracker3-online, or auto: cotracker3 where PyTorch sees a CUDA device,
+    # else lk (the choice is printed at start).
     name: str = "lk"
     # Frames per tracker call when re-initialisation is off (bounds memory on long videos).
     window: int = 16
+    # A learned tracker (one that can find a point again after an occlusion) also re-queries,
+    # at the start of each window, the points lost at most this many frames before it, from
+    # the frame they were last seen on.
+    lookback: int = 8
     lk: LKConfig = field(default_factory=LKConfig)
+    cotracker: CoTrackerConfig = field(default_factory=CoTrackerConfig)
 
 
 @dataclass
@@ -194,6 +222,13 @@ class Config:
             (self.sampling.n_negative >= 0, "sampling.n_negative must be >= 0"),
             (self.sampling.kmedoids_max_pixels >= 1, "sampling.kmedoids_max_pixels must be >= 1"),
             (self.tracker.window >= 2, "tracker.window must be >= 2"),
+            (self.tracker.lookback >= 0, "tracker.lookback must be >= 0"),
+            (self.tracker.cotracker.iters >= 1, "tracker.cotracker.iters must be >= 1"),
+            (self.tracker.cotracker.support_grid is None or self.tracker.cotracker.support_grid >= 0,
+             "tracker.cotracker.support_grid must be >= 0"),
+            (self.tracker.cotracker.support_grid_every >= 0, "tracker.cotracker.support_grid_every must be >= 0"),
+            (self.tracker.cotracker.visibility_threshold is None or 0 <= self.tracker.cotracker.visibility_threshold < 1,
+             "tracker.cotracker.visibility_threshold must be in [0, 1)"),
             (self.tracker.lk.win_size >= 3, "tracker.lk.win_size must be >= 3"),
             (self.tracker.lk.fb_threshold > 0, "tracker.lk.fb_threshold must be > 0"),
             (self.decode.refine_iters >= 0, "decode.refine_iters must be >= 0"),
@@ -222,7 +257,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
-PRESETS = ("samtrack", "sam_pt", "sam_pt_reinit", "fast")
+PRESETS = ("samtrack", "sam_pt", "sam_pt_reinit", "sam_pt_cotracker", "fast")
 DEFAULT_PRESET = "samtrack"
 
 

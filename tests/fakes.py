@@ -46,6 +46,7 @@ class ColourTracker:
     window's direction does not matter); visible while on that colour, and lost for good after."""
 
     name = "colour"
+    redetects = False
 
     def track(self, frames, queries) -> Tracks:
         n = len(queries)
@@ -67,8 +68,16 @@ class ColourTracker:
                     height, width = frames[k].shape[:2]
                     on_colour = 0 <= px < width and 0 <= py < height and tuple(frames[k][int(py), int(px)]) == colour
                     lost = lost or not on_colour
-                    visible[k, j] = k == t or not lost
+                    visible[k, j] = k == t or (on_colour if self.redetects else not lost)
         return Tracks(points=points, visible=visible)
+
+
+class RedetectingColourTracker(ColourTracker):
+    """A :class:`ColourTracker` that, like a learned tracker, reports a point visible again as
+    soon as it lies on its colour after an occlusion."""
+
+    name = "colour-redetect"
+    redetects = True
 
 
 def _top_left(frame: np.ndarray, colour: tuple) -> tuple[int, int] | None:

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from samtrack.config import LKConfig
+from samtrack.config import LKConfig, TrackerConfig
 from samtrack.trackers import build_tracker
 from samtrack.trackers.base import PointTracker
 from samtrack.trackers.lk import LucasKanadeTracker
@@ -170,10 +170,10 @@ def test_rejects_malformed_queries(queries: np.ndarray) -> None:
 
 def test_registry_builds_lk_with_its_config() -> None:
     config = LKConfig(win_size=15, fb_threshold=0.8)
-    tracker = build_tracker("lk", config=config)
+    tracker = build_tracker(TrackerConfig(name="lk", lk=config))
     assert isinstance(tracker, LucasKanadeTracker) and isinstance(tracker, PointTracker)
-    assert tracker.name == "lk" and tracker.config is config
-    assert isinstance(build_tracker("lk"), LucasKanadeTracker)
+    assert tracker.name == "lk" and tracker.config is config and not tracker.redetects
+    assert isinstance(build_tracker(), LucasKanadeTracker)
 
 
 def test_points_on_a_davis_object_stay_on_it(davis16: Path) -> None:

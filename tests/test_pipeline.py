@@ -16,7 +16,7 @@ from samtrack.config import Config, load_config
 from samtrack.errors import InputError
 from samtrack.video import VideoInfo
 
-from .fakes import COLOURS, BlobSegmenter, ColourTracker
+from .fakes import COLOURS, BlobSegmenter, ColourTracker, RedetectingColourTracker
 
 H, W = 120, 160
 GREY = (128, 128, 128)
@@ -103,6 +103,28 @@ def test_lost_object_comes_back_after_full_occlusion(recover):
         assert min(late) > 0.9
     else:
         assert max(late) == 0.0
+
+
+@pytest.mark.parametrize("occluded", [range(3, 6), range(6, 11)], ids=["inside-a-window", "across-windows"])
+def test_points_that_come_back_visible_prompt_again(occluded):
+    # A grey band hides the square (and every point on it), then uncovers it. Re-sampling and
+    # recovery are off, so only the tracker's own points can bring the object back: a tracker
+    # that re-detects them (a learned one) does, within a window and across window starts (the
+    # loop queries a recently lost point from where it was last seen); a frame-to-frame
+    # tracker's lost points stay lost.
+    video = SyntheticVideo(24, {1: (40, 40, 40, 1)}, occluded=occluded)
+    settings = ["reinit.every=0", "reinit.recover_lost=false", "tracker.window=8"]
+    results = {}
+    for tracker in (RedetectingColourTracker(), ColourTracker()):
+        config = load_config(None, ["sampling.n_positive=4", "sampling.n_negative=1", "decode.refine_iters=1", *settings])
+        predictor = VideoPredictor(config, BlobSegmenter(), tracker)
+        state = predictor.init_state(video)
+        predictor.add_new_mask(state, 0, 1, video.truth(1, 0))
+        results[tracker.name] = {r.frame_index: r for r in predictor.propagate_in_video(state)}
+    back = range(occluded.stop, 24)
+    assert not results["colour-redetect"][occluded.start + 1].mask(1).any()
+    assert min(iou(results["colour-redetect"][t].mask(1), video.truth(1, t)) for t in back) > 0.9
+    assert max(iou(results["colour"][t].mask(1), video.truth(1, t)) for t in back) == 0.0
 
 
 def test_reinit_resamples_points_every_h_frames():

@@ -114,7 +114,7 @@ def run_real_clip(davis16, segmenter, tmp_path, sequence: str, n: int) -> dict[s
     scores = {}
     for preset in ("sam_pt_reinit", "samtrack"):
         config = load_config(preset)
-        predictor = VideoPredictor(config, cached, build_tracker("lk", config=config.tracker.lk))
+        predictor = VideoPredictor(config, cached, build_tracker(config.tracker))
         state = predictor.init_state(clip)
         predictor.add_new_mask(state, 0, 1, truth[0])
         masks = {r.frame_index: r.mask(1) for r in predictor.propagate_in_video(state)}

@@ -12,6 +12,9 @@ import os
 import stat
 import sys
 import tarfile
+import threading
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -507,6 +510,11 @@ def test_weights_list_shows_every_model(home: Path, url_model: weights.ModelSpec
     assert "44.6 MB" in rows["mobilesam-onnx"] and "not cached" in rows["mobilesam-onnx"]
     assert "unknown until first download" in rows["mobilesam"] and "unknown until first download" in rows["fake-blob"]
     assert "unknown until converted" in rows["mobilesam-torch"]
+    for name in ("cotracker3-offline", "cotracker3-online", "cotracker3-offline-kubric", "cotracker3-online-kubric"):
+        assert "CC-BY-NC-4.0 (non-commercial)" in rows[name] and "not cached" in rows[name]
+    assert "101.9 MB" in rows["cotracker3-offline"] and "101.7 MB" in rows["cotracker3-online"]
+    widths = {len(line) - len(line.split()[-1]) for line in lines[:-1] if line.endswith("huggingface.co/facebook/cotracker3")}
+    assert len(widths) == 1  # columns stay aligned with the longer names and licence
 
 
 # -- the derived model: mobilesam-torch, converted from mobilesam-onnx ---------------------------
@@ -625,3 +633,236 @@ def test_conversion_fails_loudly_naming_the_key(mobilesam_checkpoint: Path, tmp_
     onnx.save(model, str(tmp_path / "sam.onnx"))
     with pytest.raises(ConversionError, match=message):
         convert_mobilesam_onnx(mobilesam_checkpoint / "encoder.onnx", tmp_path / "sam.onnx")
+
+
+# -- CoTracker3: Hugging Face LFS checkpoints, sha256 published, announced in X-Linked-Etag -----
+
+COTRACKER3 = {
+    "cotracker3-offline": ("scaled_offline.pth", 101_890_938, "2670d4562ed69326dda775a26e54883925cd11b6fc9b24cb7aa9f8078bce7834"),
+    "cotracker3-online": ("scaled_online.pth", 101_695_610, "205d34789f19699d64b22cf93f9b697f15f28d4025240e31532e504109837218"),
+    "cotracker3-offline-kubric": ("baseline_offline.pth", 101_889_786, "da09bbac871f7398e5b29c4de5213652658949737bc158840b101678ba8ad1df"),
+    "cotracker3-online-kubric": ("baseline_online.pth", 101_694_458, "8b30b2f239de9987323b729d9115cc5163720a07348a97d045095cd9ebdb7b3a"),
+}
+HF_BLOB = b"a CoTracker3-shaped checkpoint " * 2000
+HF_URL = "https://huggingface.co/facebook/cotracker3/resolve/b748ec5e5cd4b9f525a94cc544f0be34bbcc22e2/scaled_offline.pth"
+CDN_URL = "https://cas-bridge.xethub.hf.co/xet-bridge-us/some/object?X-Amz-Signature=abc"
+
+
+def test_registry_describes_the_cotracker3_checkpoints() -> None:
+    for name, (file, size, sha256) in COTRACKER3.items():
+        spec = weights.get_spec(name)
+        (wf,) = spec.files
+        assert (wf.name, wf.size, wf.sha256, wf.git_blob_sha1) == (file, size, sha256, None)
+        # The URL names a commit, so the bytes it serves are those the registry pins.
+        assert wf.url == f"https://huggingface.co/facebook/cotracker3/resolve/b748ec5e5cd4b9f525a94cc544f0be34bbcc22e2/{file}"
+        assert spec.licence == "CC-BY-NC-4.0 (non-commercial)" and spec.source == "https://huggingface.co/facebook/cotracker3"
+        assert spec.size == size and spec.npm is None and spec.derived_from is None
+        assert spec.description.startswith("CoTracker3 (Meta)")
+        assert ("Kubric + real videos (scaled)" in spec.description) == (not name.endswith("-kubric"))
+        assert ("Kubric only (baseline)" in spec.description) == name.endswith("-kubric")
+        assert ("online" in spec.description) == ("online" in name)
+
+
+def headers(**items: str) -> Message:
+    message = Message()
+    for key, value in items.items():
+        message[key.replace("_", "-")] = value
+    return message
+
+
+class FakeHub:
+    """Stands in for ``weights._urlopen``: a huggingface.co ``resolve`` reply (a 302 carrying the
+    given headers) and then the CDN's response carrying ``body``. Never touches the network."""
+
+    def __init__(self, body: bytes, hf_headers: Message, cdn_headers: Message | None = None) -> None:
+        self.body, self.hf_headers, self.cdn_headers = body, hf_headers, cdn_headers or headers(ETag='"0123-cdn"')
+        self.opened: list[str] = []
+        self.read = 0
+
+    def __call__(self, url: str, timeout: float):
+        self.opened.append(url)
+        hub = self
+
+        class Body(io.BytesIO):
+            def read(self, n: int = -1) -> bytes:
+                data = super().read(n)
+                hub.read += len(data)
+                return data
+
+        return Body(self.body), [(url, self.hf_headers), (CDN_URL, self.cdn_headers)]
+
+
+@pytest.fixture
+def hf_model(monkeypatch: pytest.MonkeyPatch) -> weights.ModelSpec:
+    """A registry entry shaped like cotracker3-offline, for a small fake checkpoint."""
+    spec = weights.ModelSpec(
+        name="fake-hf",
+        description="test model",
+        licence="CC-BY-NC-4.0 (non-commercial)",
+        source="https://huggingface.co/facebook/cotracker3",
+        files=(weights.WeightFile("scaled_offline.pth", size=len(HF_BLOB), sha256=sha(HF_BLOB), url=HF_URL),),
+    )
+    monkeypatch.setitem(weights.REGISTRY, spec.name, spec)
+    return spec
+
+
+@pytest.mark.parametrize(
+    "announced",
+    [
+        headers(X_Linked_Etag=f'"{sha(HF_BLOB)}"', X_Linked_Size=str(len(HF_BLOB)), Location=CDN_URL),
+        headers(ETag=f'W/"{sha(HF_BLOB).upper()}"'),  # no X-Linked-Etag: huggingface.co's own ETag
+        headers(ETag='"ce013625030ba8dba906f756967f9e9ca394464a"'),  # a git blob id: nothing announced
+        headers(),
+    ],
+    ids=["x-linked-etag", "etag", "git-etag", "none"],
+)
+def test_hf_download_is_accepted_and_stamped(
+    home: Path, hf_model: weights.ModelSpec, monkeypatch: pytest.MonkeyPatch, announced: Message
+) -> None:
+    hub = FakeHub(HF_BLOB, announced, cdn_headers=headers(ETag=f'"{"f" * 64}"'))  # the CDN's ETag is not used
+    monkeypatch.setattr(weights, "_urlopen", hub)
+    directory = weights.fetch("fake-hf", log=lambda _: None)
+    assert hub.opened == [HF_URL] and directory == home / "fake-hf"
+    assert (directory / "scaled_offline.pth").read_bytes() == HF_BLOB
+    record = json.loads((directory / ".verified.json").read_text())["scaled_offline.pth"]
+    assert record["sha256"] == sha(HF_BLOB) and record["size"] == len(HF_BLOB)
+    assert weights.cached_path("fake-hf") == directory and leftovers(home) == []
+    assert weights.resolve("fake-hf", None, auto_fetch=False) == directory
+
+
+def test_hf_download_announcing_other_bytes_is_refused_unread(
+    home: Path, hf_model: weights.ModelSpec, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    other = sha(b"a checkpoint replaced upstream")
+    hub = FakeHub(HF_BLOB, headers(X_Linked_Etag=f'"{other}"', Location=CDN_URL))
+    monkeypatch.setattr(weights, "_urlopen", hub)
+    assert main(["weights", "fetch", "fake-hf"]) == 3
+    fetching, err = capsys.readouterr().err.splitlines()  # the progress line, then one error line
+    assert fetching.startswith("fetching fake-hf") and err.startswith("samtrack: error: ")
+    assert f"{HF_URL}: the server announces a different scaled_offline.pth (sha256 {other[:12]}..., expected {sha(HF_BLOB)[:12]}...)" in err
+    assert f"download {HF_URL} by hand and run `samtrack weights import FILE --name fake-hf`" in err
+    assert hub.read == 0  # refused before the body was read
+    assert cached_bytes(home, hf_model) == {} and leftovers(home) == []
+    with pytest.raises(WeightsError, match="not in"):
+        weights.cached_path("fake-hf")
+
+
+def test_hf_download_matching_the_announcement_but_not_the_registry_is_refused(
+    home: Path, hf_model: weights.ModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = HF_BLOB[:-1] + b"!"
+    monkeypatch.setattr(weights, "_urlopen", FakeHub(served, headers(X_Linked_Etag=f'"{sha(served)}"')))
+    with pytest.raises(WeightsError, match="the server announces a different"):
+        weights.fetch("fake-hf", log=lambda _: None)
+    # Announced as the registry's file, but other bytes arrive: the body check catches it.
+    monkeypatch.setattr(weights, "_urlopen", FakeHub(served, headers(X_Linked_Etag=f'"{sha(HF_BLOB)}"')))
+    with pytest.raises(WeightsError, match=r"scaled_offline\.pth does not match the registry"):
+        weights.fetch("fake-hf", log=lambda _: None)
+    assert cached_bytes(home, hf_model) == {} and leftovers(home) == []
+
+
+def test_the_real_cotracker3_entries_are_checked_against_the_announcement(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry's own entries, with a fake hub: nothing of 100 MB is (or could be) downloaded."""
+    file, size, sha256 = COTRACKER3["cotracker3-offline"]
+    hub = FakeHub(b"not the checkpoint", headers(X_Linked_Etag=f'"{"0" * 64}"'))
+    monkeypatch.setattr(weights, "_urlopen", hub)
+    messages: list[str] = []
+    with pytest.raises(WeightsError, match=f"announces a different {file}.*expected {sha256[:12]}"):
+        weights.fetch("cotracker3-offline", log=messages.append)
+    assert hub.opened == [weights.get_spec("cotracker3-offline").files[0].url] and hub.read == 0
+    assert messages == ["fetching cotracker3-offline (101.9 MB, CC-BY-NC-4.0 (non-commercial)) from https://huggingface.co/facebook/cotracker3"]
+    hub = FakeHub(b"not the checkpoint", headers(X_Linked_Etag=f'"{sha256}"'))
+    monkeypatch.setattr(weights, "_urlopen", hub)
+    with pytest.raises(WeightsError, match=f"got 18 bytes.*expected {size} bytes"):
+        weights.fetch("cotracker3-offline", log=lambda _: None)
+    assert not (home / "cotracker3-offline" / file).exists() and leftovers(home) == []
+
+
+def test_import_a_downloaded_cotracker3_checkpoint(
+    home: Path, hf_model: weights.ModelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr(weights, "_urlopen", lambda *a, **k: pytest.fail("an import must not download"))
+    downloaded = tmp_path / "Downloads" / "scaled_offline (1).pth"  # any name: the sha256 identifies it
+    downloaded.parent.mkdir()
+    downloaded.write_bytes(HF_BLOB)
+    assert main(["weights", "import", "--name", "fake-hf", str(downloaded)]) == 0
+    assert capsys.readouterr().out.strip() == str(home / "fake-hf")
+    assert weights.cached_path("fake-hf") == home / "fake-hf" and downloaded.read_bytes() == HF_BLOB
+    # A co-tracker checkout's checkpoints/ folder, holding the file by its name.
+    (home / "fake-hf" / "scaled_offline.pth").unlink()
+    checkpoints = tmp_path / "co-tracker" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "scaled_offline.pth").write_bytes(HF_BLOB)
+    (checkpoints / "scaled_online.pth").write_bytes(b"another model")
+    assert weights.import_file("fake-hf", checkpoints) == home / "fake-hf"
+    assert weights.cached_path("fake-hf") == home / "fake-hf"
+
+
+def test_import_of_a_wrong_file_as_a_real_cotracker3_model_is_refused(home: Path, tmp_path: Path, capsys) -> None:
+    wrong = tmp_path / "scaled_offline.pth"
+    wrong.write_bytes(b"an older or truncated checkpoint")
+    assert main(["weights", "import", "--name", "cotracker3-offline", str(wrong)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "scaled_offline.pth does not match the registry" in err
+    assert "expected 101890938 bytes, 2670d4562ed6..." in err
+    assert not (home / "cotracker3-offline" / "scaled_offline.pth").exists() and leftovers(home) == []
+
+
+def test_resolve_takes_a_cotracker3_checkpoint_directory(home: Path, tmp_path: Path) -> None:
+    user = tmp_path / "checkpoints"
+    user.mkdir()
+    with pytest.raises(WeightsError, match=r"lacks scaled_offline\.pth \(needed by cotracker3-offline\)"):
+        weights.resolve("cotracker3-offline", str(user))
+    (user / "scaled_offline.pth").write_bytes(b"fine-tuned")  # used as is
+    assert weights.resolve("cotracker3-offline", str(user)) == user
+    with pytest.raises(WeightsError, match="samtrack weights fetch cotracker3-offline-kubric"):
+        weights.resolve("cotracker3-offline-kubric", None, auto_fetch=False)
+
+
+def test_announced_sha256_reads_only_huggingface_replies() -> None:
+    digest = sha(b"x")
+    assert weights._announced_sha256([(HF_URL, headers(X_Linked_Etag=f'"{digest}"')), (CDN_URL, headers(ETag='"1"'))]) == digest
+    assert weights._announced_sha256([(HF_URL, headers(x_linked_etag=digest, ETag='"abc"'))]) == digest  # X-Linked-Etag first
+    assert weights._announced_sha256([(CDN_URL, headers(X_Linked_Etag=f'"{digest}"'))]) is None
+    assert weights._announced_sha256([("https://raw.githubusercontent.com/a/b/c", headers(ETag=f'"{digest}"'))]) is None
+    assert weights._announced_sha256([(HF_URL, headers(ETag='"not-a-sha256"'))]) is None
+    # A relative redirect inside huggingface.co (a renamed repository) first, then the LFS redirect.
+    assert weights._announced_sha256([(HF_URL, headers(Location="/new/name/resolve/x/f")), (HF_URL, headers(X_Linked_Etag=digest))]) == digest
+
+
+def test_urlopen_keeps_the_headers_of_every_redirect(tmp_path: Path) -> None:
+    """``_urlopen`` on a local HTTP server (127.0.0.1 only): a 302 like Hugging Face's, then the body."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/resolve/main/model.pth":
+                self.send_response(302)
+                self.send_header("Location", "/cdn/object")
+                self.send_header("X-Linked-Etag", f'"{sha(HF_BLOB)}"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self.send_response(200)
+                self.send_header("ETag", '"cdn-etag"')
+                self.send_header("Content-Length", str(len(HF_BLOB)))
+                self.end_headers()
+                self.wfile.write(HF_BLOB)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        response, hops = weights._urlopen(f"{base}/resolve/main/model.pth", timeout=10)
+        with response:
+            assert response.read() == HF_BLOB
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [url for url, _ in hops] == [f"{base}/resolve/main/model.pth", f"{base}/cdn/object"]
+    assert hops[0][1]["X-Linked-Etag"] == f'"{sha(HF_BLOB)}"' and hops[1][1]["ETag"] == '"cdn-etag"'

@@ -369,7 +369,7 @@ def test_real_model_on_a_davis_clip_in_youtubevos_layout(tmp_path, davis16, segm
     write_label_png(split / "Annotations" / "bear" / "00000.png", (gt["00000"] * 4).astype(np.uint8))
     (split / "meta.json").write_text(json.dumps({"videos": {"bear": {"objects": {"4": {"category": "bear", "frames": frames}}}}}))
     config = load_config("sam_pt_reinit")
-    predictor = VideoPredictor(config, segmenter, build_tracker(config.tracker.name, config=config.tracker.lk))
+    predictor = VideoPredictor(config, segmenter, build_tracker(config.tracker))
 
     (run,) = run_youtubevos(predictor, tmp_path, "valid", tmp_path / "out")
     assert run.frames == len(frames) and run.peak_rss_mb > 0

@@ -43,6 +43,9 @@ class PointTracker(Protocol):
     """
 
     name: str
+    # Whether a point reported invisible can be reported visible again (the tracker re-detects
+    # it); the pipeline then keeps querying points it lost a short while ago.
+    redetects: bool
 
     def track(self, frames: Sequence[np.ndarray], queries: np.ndarray) -> Tracks:
         """Track ``queries`` through ``frames``.
@@ -57,3 +60,15 @@ class PointTracker(Protocol):
             visible.
         """
         ...
+
+
+def check_queries(queries: np.ndarray, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """``queries`` as float32 ``[N, 3]`` and their integer frame indices; a ValueError when the
+    shape is wrong or a frame index is not an integer in ``[0, num_frames)``."""
+    queries = np.asarray(queries, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != 3:
+        raise ValueError(f"queries must be [N, 3] rows (t, x, y), got {queries.shape}")
+    query_t = queries[:, 0].astype(np.int64)
+    if np.any(query_t != queries[:, 0]) or np.any((query_t < 0) | (query_t >= num_frames)):
+        raise ValueError(f"query frame indices must be integers in [0, {num_frames})")
+    return queries, query_t

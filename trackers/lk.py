@@ -11,13 +11,12 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from samtrack.config import LKConfig
+from samtrack.config import LKConfig, TrackerConfig
 
 from . import register
-from .base import Tracks
+from .base import Tracks, check_queries
 
 
-@register("lk")
 class LucasKanadeTracker:
     """Frame-to-frame pyramidal Lucas-Kanade tracking, lost points stay lost.
 
@@ -41,6 +40,7 @@ class LucasKanadeTracker:
     """
 
     name = "lk"
+    redetects = False
 
     def __init__(self, config: LKConfig | None = None) -> None:
         self.config = config if config is not None else LKConfig()
@@ -65,13 +65,8 @@ class LucasKanadeTracker:
         """
         if len(frames) == 0:
             raise ValueError("frames must hold at least one frame")
-        queries = np.asarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != 3:
-            raise ValueError(f"queries must be [N, 3] rows (t, x, y), got {queries.shape}")
+        queries, query_t = check_queries(queries, len(frames))
         num_frames, num_points = len(frames), len(queries)
-        query_t = queries[:, 0].astype(np.int64)
-        if np.any(query_t != queries[:, 0]) or np.any((query_t < 0) | (query_t >= num_frames)):
-            raise ValueError(f"query frame indices must be integers in [0, {num_frames})")
 
         points = np.zeros((num_frames, num_points, 2), np.float32)
         visible = np.zeros((num_frames, num_points), bool)
@@ -160,3 +155,8 @@ def _to_small(xy: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def _to_input(xy: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return (xy + 0.5) / scale - 0.5
+
+
+@register("lk")
+def _build(config: TrackerConfig, log) -> LucasKanadeTracker:
+    return LucasKanadeTracker(config.lk)

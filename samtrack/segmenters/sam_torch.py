@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from samtrack import weights
+from samtrack import torch_models, weights
 from samtrack.config import SegmenterConfig
 from samtrack.errors import ConfigError, WeightsError
 
@@ -32,20 +32,12 @@ except ImportError:  # the default install has no torch; build() says which extr
 
 
 def require_torch() -> None:
-    if torch is None:
-        raise ConfigError("the PyTorch segmenters need PyTorch: pip install 'samtrack[torch]'")
+    torch_models.require_torch("the PyTorch segmenters")
 
 
 def pick_device(requested: str) -> str:
     """``auto`` -> cuda, else mps, else cpu; an explicit device must be available."""
-    require_torch()
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if requested == "auto":
-        return "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
-    if not available.get(requested, False):
-        raise ConfigError(f"segmenter.device={requested} is not available on this machine (PyTorch sees: "
-                          f"{', '.join(d for d, ok in available.items() if ok)})")
-    return requested
+    return torch_models.pick_device(requested, key="segmenter.device")
 
 
 class SamTorch:

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from samtrack import weights
+from samtrack import torch_models, weights
 from samtrack.errors import WeightsError
 
 from .modeling import MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
@@ -99,35 +99,13 @@ def build_sam(name: str, checkpoint: str | Path | None = None) -> Sam:
 
 def load_checkpoint(model: Sam, path: str | Path) -> None:
     """Load a state_dict file into ``model`` strictly and without unpickling code."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError("no such checkpoint file", path) from None
-    except Exception as exc:  # torch raises pickle, zip and its own errors for a bad file
-        raise WeightsError(f"not a loadable PyTorch checkpoint ({' '.join(str(exc).split())[:200]})", path) from None
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
-    if not isinstance(state, Mapping):
-        raise WeightsError("checkpoint is not a state_dict", path)
-    load_state_dict(model, state, origin=str(path))
+    torch_models.load_checkpoint(model, path, what=_describe(model))
 
 
 def load_state_dict(model: Sam, state: Mapping[str, torch.Tensor], origin: str = "state_dict") -> None:
     """``model.load_state_dict(state, strict=True)``, with every mismatch named in one line."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = []
-    for what, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
-        if items:
-            shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
-            problems.append(f"{len(items)} {what} ({shown})")
-    if problems:
-        raise WeightsError(f"state_dict does not fit {type(model.image_encoder).__name__} SAM: {'; '.join(problems)}", origin)
-    model.load_state_dict(state, strict=True)
+    torch_models.load_state_dict(model, state, origin, what=_describe(model))
+
+
+def _describe(model: Sam) -> str:
+    return f"{type(model.image_encoder).__name__} SAM"

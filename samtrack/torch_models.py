@@ -1,0 +1,86 @@
+"""Plumbing every PyTorch model shares (segmenters and trackers): the optional import, the
+choice of device, and strict, code-free checkpoint loading.
+
+torch is the optional ``samtrack[torch]`` extra; importing this module never needs it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError, WeightsError
+
+
+def require_torch(purpose: str = "the PyTorch models") -> Any:
+    """The ``torch`` module, or a one-line error naming the extra to install."""
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError(f"{purpose} need PyTorch: pip install 'samtrack[torch]'") from None
+    return torch
+
+
+def cuda_available() -> bool:
+    """Whether torch is installed and sees a CUDA device (False without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pick_device(requested: str, key: str = "device") -> str:
+    """``auto`` -> cuda, else mps, else cpu; an explicit device must be available (``key`` names
+    the config option in the error)."""
+    torch = require_torch()
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if requested == "auto":
+        return "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
+    if not available.get(requested, False):
+        raise ConfigError(f"{key}={requested} is not available on this machine (PyTorch sees: "
+                          f"{', '.join(d for d, ok in available.items() if ok)})")
+    return requested
+
+
+def read_state_dict(path: str | Path) -> Mapping[str, Any]:
+    """A state_dict file's tensors, loaded with ``weights_only=True`` (a checkpoint cannot run
+    code); a ``{"model": state_dict}`` wrapper is unwrapped."""
+    torch = require_torch()
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError("no such checkpoint file", path) from None
+    except Exception as exc:  # torch raises pickle, zip and its own errors for a bad file
+        raise WeightsError(f"not a loadable PyTorch checkpoint ({' '.join(str(exc).split())[:200]})", path) from None
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping):
+        raise WeightsError("checkpoint is not a state_dict", path)
+    return state
+
+
+def load_state_dict(model: Any, state: Mapping[str, Any], origin: str = "state_dict", what: str | None = None) -> None:
+    """``model.load_state_dict(state, strict=True)``, with every mismatch named in one line
+    (``what`` names the model in it)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    for kind, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
+        if items:
+            shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+            problems.append(f"{len(items)} {kind} ({shown})")
+    if problems:
+        raise WeightsError(f"state_dict does not fit {what or type(model).__name__}: {'; '.join(problems)}", origin)
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(model: Any, path: str | Path, what: str | None = None) -> None:
+    """Load a state_dict file into ``model`` strictly and without unpickling code."""
+    load_state_dict(model, read_state_dict(path), origin=str(path), what=what)
