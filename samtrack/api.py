@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .config import DEFAULT_PRESET, Config, VideoConfig, load_config
+from .config import Config, VideoConfig, default_preset, load_config
 from .errors import InputError
 from .pipeline import FrameResult, SamPt
 from .prompts import FramePrompt, ObjectPrompts, validate_prompts
@@ -93,9 +93,14 @@ class VideoPredictor:
         cls, config: Config | str | Path | None = None, overrides: Sequence[str] = (), log=print
     ) -> "VideoPredictor":
         """Build from a :class:`Config`, a preset name or a YAML path (None: the default preset,
-        ``samtrack``); weights are fetched on first use."""
+        ``samtrack``, or ``sam_pt_cotracker`` where a CUDA device makes CoTracker3 the tracker);
+        weights are fetched on first use."""
         if not isinstance(config, Config):
-            config = load_config(DEFAULT_PRESET if config is None else config, list(overrides))
+            if config is None:
+                config, why = default_preset()
+                if why:
+                    log(why)
+            config = load_config(config, list(overrides))
         segmenter = build_segmenter(config.segmenter, log=log)
         tracker = build_tracker(config.tracker, log=log)
         return cls(config, segmenter, tracker)

@@ -16,7 +16,8 @@ import yaml
 from tqdm import tqdm
 
 from . import __version__
-from .config import DEFAULT_PRESET, PRESETS, Config, Device, SegmenterName, load_config
+from .config import DEFAULT_PRESET, LEARNED_TRACKER_PRESET, PRESETS, Config, Device, SegmenterName, default_preset, load_config
+from .trackers import LEARNED
 from .errors import InputError, SamtrackError
 
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """The options every command that runs the pipeline shares."""
-    p.add_argument("--config", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}) or YAML file [{DEFAULT_PRESET}]")
+    p.add_argument("--config", help=f"preset ({', '.join(PRESETS)}) or YAML file [{DEFAULT_PRESET}; "
+                                    f"{LEARNED_TRACKER_PRESET} when the tracker is a learned one]")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set reinit.every=4 (repeatable)")
     p.add_argument("--checkpoint", help="weights to use instead of the cache: a folder with encoder.onnx and sam.onnx "
@@ -65,6 +67,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segmenter", choices=get_args(SegmenterName),
                    help="mobilesam-onnx (onnxruntime, the default) or mobilesam (PyTorch: pip install 'samtrack[torch]')")
     p.add_argument("--device", choices=get_args(Device), help="PyTorch segmenters: where to run [auto: cuda, mps, else cpu]")
+    p.add_argument("--tracker", choices=("auto", "lk", *LEARNED),
+                   help="point tracker [auto: cotracker3 where PyTorch sees a CUDA device, else lk]; cotracker3 and "
+                        "cotracker3-online need samtrack[torch] and load CC BY-NC 4.0 weights")
 
 
 def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
@@ -72,7 +77,13 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Con
     for option, key in (("segmenter", "name"), ("device", "device"), ("checkpoint", "checkpoint")):
         if getattr(args, option, None):
             overrides.append(f"segmenter.{key}={getattr(args, option)}")
-    return load_config(args.config, overrides)
+    tracker = getattr(args, "tracker", None)
+    if tracker:
+        overrides.append(f"tracker.name={tracker}")
+    source = args.config
+    if source is None:
+        source, _ = default_preset(tracker)
+    return load_config(source, overrides)
 
 
 # ---------------------------------------------------------------------- run
@@ -124,7 +135,10 @@ def _run(args: argparse.Namespace) -> int:
     state.add_objects(objects, prompt_path)
     out = Path(args.out)
     _check_replaceable(out, [Path(args.input), prompt_path])
-    predictor = VideoPredictor.from_config(config, log=stderr_logger(args.quiet))
+    log = stderr_logger(args.quiet)
+    if args.config is None and default_preset(args.tracker)[1]:
+        log(default_preset(args.tracker)[1])
+    predictor = VideoPredictor.from_config(config, log=log)
     info = state.reader.info
     names = {o.obj_id: o.name for o in objects}
 

@@ -259,6 +259,21 @@ class Config:
 
 PRESETS = ("samtrack", "sam_pt", "sam_pt_reinit", "sam_pt_cotracker", "fast")
 DEFAULT_PRESET = "samtrack"
+# The default preset when the tracker is a learned one (asked for, or auto's choice on CUDA):
+# samtrack's every-frame re-sampling is tuned for LK and would cut CoTracker's windows to 2
+# frames.
+LEARNED_TRACKER_PRESET = "sam_pt_cotracker"
+
+
+def default_preset(tracker: str | None = None) -> tuple[str, str]:
+    """The preset for a run without a config, given the tracker asked for (None: auto), and a
+    line saying why when it is not the usual one (empty otherwise)."""
+    from .trackers import LEARNED, resolve_name
+
+    name, why = resolve_name(tracker or "auto")
+    if name in LEARNED:
+        return LEARNED_TRACKER_PRESET, f"preset {LEARNED_TRACKER_PRESET}: the tracker is {name}{f' ({why})' if why else ''}"
+    return DEFAULT_PRESET, ""
 
 
 def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -44,7 +44,7 @@ class PeakMemory:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> "PeakMemory":
-        self.peak_mb = _rss_mb()
+        self.start_mb = self.peak_mb = _rss_mb()
         self._thread.start()
         return self
 

@@ -7,11 +7,15 @@ small and the test fails loudly if the generation ever drifts.
 """
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+try:  # imported by the tests as tests.sam_golden
+    from .random_weights import random_state_dict as _random_state_dict
+except ImportError:  # imported as a top-level module by tools/sam_reference (tests/ on sys.path)
+    from random_weights import random_state_dict as _random_state_dict
 
 SEED = 20261201
 FIXTURE = Path(__file__).parent / "fixtures" / "sam_golden" / "mobilesam_random.npz"
@@ -23,32 +27,9 @@ ORIGINAL_SIZE = (480, 854)
 
 
 def random_state_dict(template: Mapping[str, "object"], seed: int = SEED) -> dict:
-    """Seeded random values for every tensor of ``template`` (a state_dict), each key drawn from
-    its own generator so that the result does not depend on key order.
-
-    Scales keep a deep network's activations of order one: weights ``N(0, 1/fan_in)``, norms'
-    scales ``1 + N(0, 0.1)``, biases ``N(0, 0.1)``, BatchNorm variances in [0.5, 1.5]; SAM's random
-    Fourier matrix keeps its unit scale. Integer tensors keep the template's values.
-    """
-    import torch
-
-    out = {}
-    for key, value in template.items():
-        if not value.dtype.is_floating_point:
-            out[key] = value.clone()
-            continue
-        rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
-        shape = tuple(value.shape)
-        if key.endswith("running_var"):
-            array = rng.uniform(0.5, 1.5, shape)
-        elif key.endswith("positional_encoding_gaussian_matrix"):
-            array = rng.standard_normal(shape)
-        elif len(shape) == 1:
-            array = (1.0 if key.endswith("weight") else 0.0) + 0.1 * rng.standard_normal(shape)
-        else:
-            array = rng.standard_normal(shape) / np.sqrt(max(1, int(np.prod(shape[1:]))))
-        out[key] = torch.from_numpy(array.astype(np.float32))
-    return out
+    """The seeded random weights of ``random_weights.random_state_dict`` (see there for the
+    scales), with this fixture's seed by default."""
+    return _random_state_dict(template, seed)
 
 
 def encoder_input(seed: int = SEED) -> np.ndarray:

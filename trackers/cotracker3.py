@@ -25,9 +25,9 @@ class CoTracker3Tracker:
 
     A query on a later frame of the window is tracked both ways: offline by a second pass over
     the time-reversed window (as the official predictor's ``backward_tracking``); online by
-    streaming the frames up to the query backwards as well. Points are visible where the
-    official rule of the mode says (see :class:`CoTrackerConfig`), and on their query frame.
-    ``confidence`` is visibility x confidence, the two probabilities the model predicts.
+    streaming the reversed clip as well. Points are visible where the official rule of the mode
+    says (see :class:`CoTrackerConfig`), and on their query frame. ``confidence`` is visibility
+    x confidence, the two probabilities the model predicts (1 on the query frame).
     """
 
     redetects = True
@@ -62,6 +62,7 @@ class CoTracker3Tracker:
         columns = np.arange(n)
         coords[query_t, columns] = queries[:, 1:]
         visible[query_t, columns] = True
+        score[query_t, columns] = 1.0
         return Tracks(coords.astype(np.float32), visible, score.astype(np.float32))
 
     # ------------------------------------------------------------------ modes
@@ -78,15 +79,15 @@ class CoTracker3Tracker:
 
     def _online(self, frames: Sequence[np.ndarray], queries: np.ndarray):
         coords, visible, score = self._stream(frames, queries)
-        last = int(queries[:, 0].max())
-        if last > 0:
-            # Back from each query: the frames up to the last query, in reverse.
+        if (queries[:, 0] > 0).any():
+            # Back from each query: the clip streamed in reverse, as the offline predictor's
+            # backward pass (so reversing the clip swaps the two passes exactly).
             flipped = queries.copy()
-            flipped[:, 0] = last - flipped[:, 0]
-            back = self._stream(frames[last::-1], flipped)
-            before = np.arange(last + 1)[:, None] < queries[None, :, 0]
+            flipped[:, 0] = len(frames) - 1 - flipped[:, 0]
+            back = self._stream(frames[::-1], flipped)
+            before = np.arange(len(frames))[:, None] < queries[None, :, 0]
             for now, then in zip((coords, visible, score), back):
-                now[: last + 1][before] = then[::-1][before]
+                now[before] = then[::-1][before]
         return coords, visible, score
 
     def _stream(self, frames: Sequence[np.ndarray], queries: np.ndarray):
@@ -109,7 +110,7 @@ class CoTracker3Tracker:
                 score[index] = _numpy(out.vis * out.conf)[0]
 
         for frame in frames:
-            keep(session.push(torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1)[None]))
+            keep(session.push(torch.tensor(frame, device=self.device).permute(2, 0, 1)[None]))
         keep(session.finish())
         return coords, visible, score
 
