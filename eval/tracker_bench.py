@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trackers", nargs="+", default=["lk", "cotracker3", "cotracker3-online"])
     parser.add_argument("--weights", choices=("random", "cached"), default="random")
     parser.add_argument("--device", default="auto", help="CoTracker3's device [auto]")
+    parser.add_argument("--encode-chunks", type=int, nargs="+", default=[8],
+                        help="CoTracker3: frames through its CNN at a time, each a variant [8]")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     try:
@@ -94,11 +96,17 @@ def main(argv: list[str] | None = None) -> int:
             tracker = build(name, args.weights, args.device)
             run_one(tracker, frames[:2], 1)  # warm-up: allocator, kernels, lazy imports
             for n in args.points:
-                row = run_one(tracker, frames, n)
-                rows.append(row)
-                extra = f", peak CUDA {row['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in row else ""
-                print(f"{row['tracker']:18s} {n:4d} points: {row['fps']:7.2f} fps ({row['seconds']:.1f} s for "
-                      f"{row['frames']} frames), peak RSS +{row['peak_rss_mb']:.0f} MB{extra}", flush=True)
+                # The variants of one tracker and point count run back to back, so they share
+                # the machine's state.
+                for chunk in args.encode_chunks if name != "lk" else [None]:
+                    if chunk is not None:
+                        tracker.model.encode_chunk = chunk
+                    row = run_one(tracker, frames, n) | ({"encode_chunk": chunk} if chunk else {})
+                    rows.append(row)
+                    extra = f", peak CUDA {row['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in row else ""
+                    label = row["tracker"] + (f" chunk {chunk}" if chunk else "")
+                    print(f"{label:27s} {n:4d} points: {row['fps']:7.2f} fps ({row['seconds']:.1f} s for "
+                          f"{row['frames']} frames), peak RSS +{row['peak_rss_mb']:.0f} MB{extra}", flush=True)
     except SamtrackError as exc:
         print(f"tracker_bench: error: {exc}", file=sys.stderr)
         return exc.exit_code

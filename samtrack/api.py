@@ -92,17 +92,17 @@ class VideoPredictor:
     def from_config(
         cls, config: Config | str | Path | None = None, overrides: Sequence[str] = (), log=print
     ) -> "VideoPredictor":
-        """Build from a :class:`Config`, a preset name or a YAML path (None: the default preset,
-        ``samtrack``, or ``sam_pt_cotracker`` where a CUDA device makes CoTracker3 the tracker);
-        weights are fetched on first use."""
+        """Build from a :class:`Config`, a preset name or a YAML path (None: the device's default
+        preset, ``samtrack`` with LK, or ``sam_pt_cotracker`` where PyTorch sees a CUDA device;
+        the choice goes to ``log``); weights are fetched on first use."""
         if not isinstance(config, Config):
             if config is None:
                 config, why = default_preset()
                 if why:
                     log(why)
             config = load_config(config, list(overrides))
-        segmenter = build_segmenter(config.segmenter, log=log)
         tracker = build_tracker(config.tracker, log=log)
+        segmenter = build_segmenter(config.segmenter, log=log)
         return cls(config, segmenter, tracker)
 
     @property

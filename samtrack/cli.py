@@ -70,6 +70,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracker", choices=("auto", "lk", *LEARNED),
                    help="point tracker [auto: cotracker3 where PyTorch sees a CUDA device, else lk]; cotracker3 and "
                         "cotracker3-online need samtrack[torch] and load CC BY-NC 4.0 weights")
+    p.add_argument("--tracker-checkpoint", metavar="PATH",
+                   help="CoTracker3 state_dict file (scaled_offline.pth, scaled_online.pth, ...) instead of the cache")
 
 
 def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
@@ -80,6 +82,8 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Con
     tracker = getattr(args, "tracker", None)
     if tracker:
         overrides.append(f"tracker.name={tracker}")
+    if getattr(args, "tracker_checkpoint", None):
+        overrides.append(f"tracker.cotracker.checkpoint={args.tracker_checkpoint}")
     source = args.config
     if source is None:
         source, _ = default_preset(tracker)
@@ -137,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_replaceable(out, [Path(args.input), prompt_path])
     log = stderr_logger(args.quiet)
     if args.config is None and default_preset(args.tracker)[1]:
-        log(default_preset(args.tracker)[1])
+        log(default_preset(args.tracker)[1])  # the device's default tracker and preset, said at start
     predictor = VideoPredictor.from_config(config, log=log)
     info = state.reader.info
     names = {o.obj_id: o.name for o in objects}

@@ -85,7 +85,8 @@ class CoTrackerConfig:
 @dataclass
 class TrackerConfig:
     # lk, cotracker3, cotracker3-online, or auto: cotracker3 where PyTorch sees a CUDA device,
-    # else lk (the choice is printed at start).
+    # else lk. (A run without a config picks its preset the same way: sam_pt_cotracker or
+    # samtrack.)
     name: str = "lk"
     # Frames per tracker call when re-initialisation is off (bounds memory on long videos).
     window: int = 16
@@ -266,14 +267,16 @@ LEARNED_TRACKER_PRESET = "sam_pt_cotracker"
 
 
 def default_preset(tracker: str | None = None) -> tuple[str, str]:
-    """The preset for a run without a config, given the tracker asked for (None: auto), and a
-    line saying why when it is not the usual one (empty otherwise)."""
+    """The preset for a run without a config, given the tracker asked for (None: the device's
+    default, ``auto``), and the line to print at start about the choice (empty when an explicit
+    ``lk`` leaves nothing to say)."""
     from .trackers import LEARNED, resolve_name
 
     name, why = resolve_name(tracker or "auto")
-    if name in LEARNED:
-        return LEARNED_TRACKER_PRESET, f"preset {LEARNED_TRACKER_PRESET}: the tracker is {name}{f' ({why})' if why else ''}"
-    return DEFAULT_PRESET, ""
+    preset = LEARNED_TRACKER_PRESET if name in LEARNED else DEFAULT_PRESET
+    if tracker not in (None, "auto") and preset == DEFAULT_PRESET:
+        return preset, ""
+    return preset, f"tracker {name}{f' ({why})' if why else ''}, preset {preset}"
 
 
 def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

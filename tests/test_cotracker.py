@@ -164,11 +164,12 @@ def test_presets_pick_cotracker_settings(monkeypatch):
     assert config.sampling.n_positive == 16 and config.decode.refine_iters == 12
     assert config.tracker.cotracker.visibility_threshold == 0.7 and config.tracker.cotracker.support_grid == 2
     monkeypatch.setattr("samtrack.torch_models.cuda_available", lambda: False)
-    assert default_preset() == ("samtrack", "")
-    assert default_preset("cotracker3-online")[0] == "sam_pt_cotracker"
+    assert default_preset() == ("samtrack", "tracker lk (auto: no CUDA device), preset samtrack")
+    assert default_preset("cotracker3-online") == ("sam_pt_cotracker", "tracker cotracker3-online, preset sam_pt_cotracker")
+    assert load_config("samtrack").tracker.name == "lk"
     monkeypatch.setattr("samtrack.torch_models.cuda_available", lambda: True)
-    assert default_preset()[0] == "sam_pt_cotracker"
-    assert default_preset("lk")[0] == "samtrack"
+    assert default_preset() == ("sam_pt_cotracker", "tracker cotracker3 (auto: CUDA device found), preset sam_pt_cotracker")
+    assert default_preset("lk") == ("samtrack", "")
 
 
 @pytest.mark.parametrize("tracker", ["cotracker3", "cotracker3-online"])
@@ -186,10 +187,10 @@ def test_samtrack_run_with_cotracker(tracker, mobilesam_checkpoint, tmp_path, ca
     code = main(["run", str(REPO / "examples" / "bear.mp4"), "--points", str(REPO / "examples" / "clicks.json"),
                  "--out", str(out), "--tracker", tracker, "--checkpoint", str(mobilesam_checkpoint),
                  "--segmenter", "mobilesam-onnx", "--max-frames", "3", "--set", "tracker.cotracker.iters=1",
-                 "--set", f"tracker.cotracker.checkpoint={checkpoint}", "--set", "decode.refine_iters=0"])
+                 "--tracker-checkpoint", str(checkpoint), "--set", "decode.refine_iters=0"])
     assert code == 0
     err = capsys.readouterr().err
-    assert "preset sam_pt_cotracker" in err and "CC BY-NC 4.0" in err
+    assert f"tracker {tracker}, preset sam_pt_cotracker" in err and "CC BY-NC 4.0" in err
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png"]
     tracks = json.loads((out / "tracks.json").read_text())
     assert len(tracks["objects"][0]["frames"]) == 3

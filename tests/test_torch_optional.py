@@ -60,3 +60,13 @@ def test_segmenter_config_errors_come_before_the_run() -> None:
     with pytest.raises(ConfigError, match="segmenter.max_batch must be >= 1"):
         load_config("samtrack", ["segmenter.name=mobilesam", "segmenter.max_batch=0"])
     assert load_config("samtrack", ["segmenter.name=mobilesam", "decode.multimask=consistent"]).decode.multimask == "consistent"
+
+
+def test_learned_tracker_without_torch_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _run(["run", str(REPO / "examples" / "bear.mp4"), "--points", str(REPO / "examples" / "clicks.json"),
+                 "--out", str(out), "--tracker", "cotracker3", "--segmenter", "mobilesam-onnx", "--quiet"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "cotracker3 trackers need PyTorch" in lines[0], proc.stderr
+    assert not out.exists()

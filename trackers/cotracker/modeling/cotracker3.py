@@ -59,6 +59,9 @@ class OnlineState:
     start: int = 0  # first frame of the next window
     support: list[torch.Tensor] | None = None  # per level [B, N, 49, C]
     overlap: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # coords, vis, conf logits
+    # The feature pyramid of the frames the next window shares with this one: each frame goes
+    # through the CNN once, not once per window it is in (the official code encodes it twice).
+    features: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -89,6 +92,10 @@ class CoTrackerThree(nn.Module):
         self.corr_radius = corr_radius
         self.corr_levels = corr_levels
         self.model_resolution = model_resolution
+        # Frames through the CNN at a time: its activations, not the features kept, set the peak
+        # memory (a 384x512 frame's first layers hold ~40 MB); per-frame results do not depend on
+        # it.
+        self.encode_chunk = 8
         side = 2 * corr_radius + 1
         # vis + conf + per-level correlation embeddings + Fourier motion encoding (4 * 21).
         input_dim = 2 + 256 * corr_levels + 4 * 21
@@ -105,14 +112,15 @@ class CoTrackerThree(nn.Module):
         self.register_buffer("offsets", torch.stack([di, dj], dim=-1).reshape(-1, 2), persistent=False)
 
     # ------------------------------------------------------------------ features
-    def encode(self, video: torch.Tensor, chunk: int = 200) -> list[torch.Tensor]:
+    def encode(self, video: torch.Tensor) -> list[torch.Tensor]:
         """Frames ``[B, T, 3, H, W]`` in 0..255 -> feature pyramid, per level ``[B, T, C, h, w]``
         (unit-norm features at level 0, each next level average-pooled by 2)."""
         b, t = video.shape[:2]
+        chunk = self.encode_chunk
         if video.shape[-2] % self.stride or video.shape[-1] % self.stride:
             raise ValueError(f"frame size {tuple(video.shape[-2:])} is not a multiple of {self.stride}")
-        frames = (2 * (video / 255.0) - 1.0).flatten(0, 1)
-        fmaps = torch.cat([self.fnet(frames[i : i + chunk]) for i in range(0, len(frames), chunk)])
+        frames = video.flatten(0, 1)
+        fmaps = torch.cat([self.fnet(2 * (frames[i : i + chunk] / 255.0) - 1.0) for i in range(0, len(frames), chunk)])
         norm = torch.sqrt(torch.clamp(fmaps.square().sum(dim=1, keepdim=True), min=1e-12))
         fmaps = (fmaps / norm).to(video.dtype)
         pyramid = [fmaps]
@@ -216,15 +224,21 @@ class CoTrackerThree(nn.Module):
         A window covers ``window_len`` frames (the last chunk is padded with its last frame). It
         starts from the previous window's predictions on the frames both share, so a track is
         final once the window has moved past it. Tracks whose query lies in a later frame take
-        part with empty query features.
+        part with empty query features. Only the frames new to this window are encoded; the
+        shared ones' features are kept from the last window.
         """
         s, step = self.window_len, self.step
         b, t = chunk.shape[:2]
         if not 1 <= t <= s:
             raise ValueError(f"an online chunk has 1 to {s} frames, got {t}")
-        if t < s:
-            chunk = torch.cat([chunk, chunk[:, -1:].expand(-1, s - t, -1, -1, -1)], dim=1)
-        pyramid = self.encode(chunk)
+        known = 0 if state.features is None else state.features[0].shape[1]
+        if known > t:
+            raise ValueError(f"the chunk must hold the {known} frames this window shares with the last one")
+        fresh = self.encode(chunk[:, known:])
+        pyramid = fresh if state.features is None else [torch.cat(p, dim=1) for p in zip(state.features, fresh)]
+        # A short last chunk is padded with its last frame, as the official code pads it.
+        pyramid = [torch.cat([p, p[:, -1:].expand(-1, s - t, *p.shape[2:])], dim=1) for p in pyramid] if t < s else pyramid
+        state.features = [p[:, step:t].clone() for p in pyramid] if t > step else None  # not views of the window
         q_frames = state.queries[..., 0].long()
         xy = state.queries[..., 1:] / self.stride
         n = xy.shape[1]
