@@ -1,5 +1,6 @@
 """Segmenter timings side by side in one process (these machines are noisy), on a real frame:
-encoders (ONNX, PyTorch padded to the square, PyTorch unpadded), and decoder time per frame with
+encoders (ONNX on onnxruntime and on OpenVINO, PyTorch padded to the square, PyTorch unpadded),
+and decoder time per frame with
 many objects, every object's pass decoded in one batch against one by one.
 
     python -m samtrack.eval.segmenter_bench --frame ../shared/data/davis2016/JPEGImages/480p/bear/00000.jpg \\
@@ -64,7 +65,8 @@ def prompts_for(n_objects: int, size: tuple[int, int], seed: int = 0) -> dict[in
 
 # Encoder variants: name -> config overrides.
 ENCODERS = {
-    "mobilesam-onnx": ["segmenter.name=mobilesam-onnx"],
+    "mobilesam-onnx": ["segmenter.name=mobilesam-onnx", "segmenter.backend=onnxruntime"],
+    "mobilesam-onnx (openvino)": ["segmenter.name=mobilesam-onnx", "segmenter.backend=openvino"],
     "mobilesam (padded)": ["segmenter.name=mobilesam", "segmenter.unpadded=false"],
     "mobilesam (unpadded)": ["segmenter.name=mobilesam", "segmenter.unpadded=true"],
 }
@@ -94,6 +96,7 @@ def bench_encoders(names: list[str], frame: np.ndarray, repeats: int, log) -> li
 def bench(segmenter_name: str, frame: np.ndarray, counts: list[int], repeats: int, log) -> list[dict]:
     # One decoder call for all objects, whatever the device's default chunking.
     extra = ["segmenter.max_batch=1024"] if segmenter_name != "mobilesam-onnx" else []
+    # The decoder runs on onnxruntime whatever the encoder's backend.
     config = load_config("samtrack", [f"segmenter.name={segmenter_name}", *extra])
     segmenter = build_segmenter(config.segmenter, log=log)
     if segmenter_name == "mobilesam-onnx":

@@ -11,6 +11,7 @@ on several frames per object (later ones act as corrections).
 """
 from __future__ import annotations
 
+import os
 import pickle
 import tempfile
 from dataclasses import dataclass, field
@@ -229,10 +230,12 @@ def _paint_under(current: FrameResult, backward: FrameResult) -> None:
 
 
 def _spill(folder: Path, result: FrameResult) -> None:
-    with open(folder / f"{result.frame_index}.pkl", "wb") as f:
+    # os.path, not pathlib: pathlib interns every name it parses, so one new name a frame would
+    # grow the interpreter's interned-string table with the video.
+    with open(os.path.join(folder, f"{result.frame_index}.pkl"), "wb") as f:
         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _unspill(folder: Path, index: int) -> FrameResult:
-    with open(folder / f"{index}.pkl", "rb") as f:
+    with open(os.path.join(folder, f"{index}.pkl"), "rb") as f:
         return pickle.load(f)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..config import SegmenterConfig
 from ..errors import ConfigError
+from .backends import pick_backend
 from .base import ImageEmbedding, MaskPrediction, Prompt, Segmenter
 
 __all__ = ["ImageEmbedding", "MaskPrediction", "Prompt", "Segmenter", "build_segmenter"]
@@ -17,11 +18,17 @@ def _onnx(config: SegmenterConfig, log) -> Segmenter:
     if config.unpadded:
         raise ConfigError(f"segmenter.unpadded=true needs a PyTorch segmenter: {config.name}'s encoder graph is fixed "
                           "to the 1024x1024 square")
-    return MobileSamOnnx.from_checkpoint(config.checkpoint, threads=config.threads, log=log)
+    backend, why = pick_backend(config.backend)
+    segmenter = MobileSamOnnx.from_checkpoint(config.checkpoint, threads=config.threads, log=log, backend=backend)
+    log(f"segmenter {config.name}: encoder on {backend}{f' ({why})' if why else ''}")
+    return segmenter
 
 
 def _torch(config: SegmenterConfig, log) -> Segmenter:
     from .sam_torch import SamTorch
+
+    if config.backend != "auto":
+        raise ConfigError(f"segmenter.backend applies to mobilesam-onnx; {config.name} runs on PyTorch")
 
     return SamTorch.from_config(config, log=log)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import onnxruntime as ort
 
 from samtrack import weights
 from samtrack.errors import WeightsError
 
 from . import transforms
+from .backends import open_session
 from .base import DecodeOneByOne, ImageEmbedding, MaskPrediction, Prompt
 
 LOW_RES = 256
@@ -29,7 +29,9 @@ class MobileSamOnnx(DecodeOneByOne):
         encoder_path: ``encoder.onnx``: ``input`` float32 ``[B, 3, 1024, 1024]`` ->
             ``output`` float32 ``[B, 256, 64, 64]``.
         decoder_path: ``sam.onnx``: SAM's ONNX decoder export (single mask).
-        threads: onnxruntime intra-op threads for each session; None = onnxruntime's default.
+        threads: intra-op threads for each session; None = the runtime's default.
+        backend: what runs the encoder, ``onnxruntime`` or ``openvino``
+            (:mod:`.backends`); the decoder always runs on onnxruntime.
         batched_decoder: our decoder exported with a batch dimension
             (:func:`samtrack.segmenters.sam.export.export_decoder`): ``decode_batch`` then runs
             every prompt set in one call. Not the default: on 2 CPU cores it measured slower than
@@ -44,12 +46,14 @@ class MobileSamOnnx(DecodeOneByOne):
         decoder_path: str | Path,
         threads: int | None = None,
         batched_decoder: str | Path | None = None,
+        backend: str = "onnxruntime",
     ) -> None:
-        self._encoder = _session(Path(encoder_path), threads)
-        self._decoder = _session(Path(decoder_path), threads)
-        self._batched = None if batched_decoder is None else _session(Path(batched_decoder), threads)
-        self._encoder_input = self._encoder.get_inputs()[0].name
-        names = {i.name for i in self._decoder.get_inputs()}
+        self._encoder = open_session(Path(encoder_path), backend, threads)
+        self._decoder = open_session(Path(decoder_path), "onnxruntime", threads)
+        self._batched = None if batched_decoder is None else open_session(Path(batched_decoder), "onnxruntime", threads)
+        self.backend = backend
+        self._encoder_input = self._encoder.input_names[0]
+        names = set(self._decoder.input_names)
         if names != _DECODER_INPUTS:
             raise WeightsError(
                 f"not a SAM ONNX decoder (inputs {sorted(names)}, expected {sorted(_DECODER_INPUTS)})", decoder_path
@@ -61,19 +65,20 @@ class MobileSamOnnx(DecodeOneByOne):
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint: str | None, threads: int | None = None, log: weights.Log = weights.log_stderr
+        cls, checkpoint: str | None, threads: int | None = None, log: weights.Log = weights.log_stderr,
+        backend: str = "onnxruntime",
     ) -> "MobileSamOnnx":
         """Load from a directory holding ``encoder.onnx`` and ``sam.onnx``, or from the weights
         cache when ``checkpoint`` is None (fetched on first use, with progress told to ``log``)."""
         directory = weights.resolve(cls.name, checkpoint, log=log)
-        return cls(directory / "encoder.onnx", directory / "sam.onnx", threads=threads)
+        return cls(directory / "encoder.onnx", directory / "sam.onnx", threads=threads, backend=backend)
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         """Encode an RGB uint8 ``[H, W, 3]`` frame into a ``[1, 256, 64, 64]`` embedding."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
         tensor, input_size = transforms.preprocess(image)
-        (features,) = self._encoder.run(None, {self._encoder_input: tensor})
+        (features,) = self._encoder.run({self._encoder_input: tensor})
         return ImageEmbedding(features=features, original_size=image.shape[:2], input_size=input_size)
 
     def decode(
@@ -100,7 +105,6 @@ class MobileSamOnnx(DecodeOneByOne):
                 raise ValueError(f"mask_input must be [{LOW_RES}, {LOW_RES}], got {mask_input.shape}")
             mask, has_mask = mask_input.reshape(1, 1, LOW_RES, LOW_RES), self._has_mask
         masks, iou, low_res = self._decoder.run(
-            None,
             {
                 "image_embeddings": embedding.features,
                 "point_coords": coords,
@@ -121,7 +125,6 @@ class MobileSamOnnx(DecodeOneByOne):
         coords, labels, valid = transforms.batch_prompt_tokens(prompts, embedding.original_size)
         masks, given = transforms.batch_mask_inputs(prompts, (LOW_RES, LOW_RES))
         logits, iou, low_res = self._batched.run(
-            None,
             {
                 "image_embeddings": embedding.features,
                 "point_coords": coords,
@@ -134,19 +137,3 @@ class MobileSamOnnx(DecodeOneByOne):
         )
         return [MaskPrediction(logits=logits[i, 0], iou=float(iou[i, 0]), low_res_logits=low_res[i, 0])
                 for i in range(len(prompts))]
-
-
-def _session(path: Path, threads: int | None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    # The encoder and decoder sessions each own a thread pool over the same cores, and run in
-    # turn: a pool left spinning after its run steals the cores from the other one (measured:
-    # two decodes right after an encode took 115 ms spinning, 96 ms not).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    # onnxruntime raises its own pybind exception types (InvalidProtobuf, NoSuchFile, ...),
-    # which share no base class narrower than Exception.
-    except Exception as exc:
-        raise WeightsError(f"cannot load ONNX model ({' '.join(str(exc).split())})", path) from None
