@@ -11,6 +11,7 @@ on several frames per object (later ones act as corrections).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import tempfile
@@ -176,7 +177,8 @@ class VideoPredictor:
         first = {o.obj_id: o.first_frame for o in objects}
         start = state.frame_indices[0]
         needs_backward = any(f > start for f in first.values())
-        with tempfile.TemporaryDirectory(prefix="samtrack-backward-") as spill:
+        # The spill folder exists only when a backward pass runs.
+        with tempfile.TemporaryDirectory(prefix="samtrack-backward-") if needs_backward else contextlib.nullcontext("") as spill:
             spilled: set[int] = set()
             if needs_backward:
                 last_first = max(first.values())

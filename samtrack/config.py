@@ -74,7 +74,8 @@ class CoTrackerConfig:
     # Transformer updates per window (the official predictors use 6).
     iters: int = 6
     # Side of the grid of extra points tracked beside the queries, which gives the tracker
-    # context (null: 6 offline, none online); SAM-PT adds its grid every few frames.
+    # context (null: 6 offline, none online); SAM-PT adds its grid every few frames (offline
+    # only: an online stream's length is not known in advance).
     support_grid: int | None = None
     support_grid_every: int = 0
     # A point is visible above this (null: 0.9 on the visibility probability offline, 0.6 on

@@ -226,3 +226,19 @@ def test_tracking_window_per_preset():
     assert load_config("samtrack").tracking_window == 2
     assert load_config("sam_pt_reinit").tracking_window == 9
     assert load_config("sam_pt").tracking_window == 16
+
+
+def test_no_spill_folder_without_a_backward_pass(tmp_path, monkeypatch):
+    # Prompted on the first frame: nothing runs backward, so nothing is made in the temp dir.
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    video = SyntheticVideo(6, {1: (10, 40, 30, 2)})
+    predictor = make_predictor(video)
+    state = predictor.init_state(video)
+    predictor.add_new_mask(state, 0, 1, video.truth(1, 0))
+    during = [len(list(tmp_path.iterdir())) for _ in predictor.segment_video(state)]
+    assert during == [0] * 6
+    predictor.add_new_mask(state, 3, 2, video.truth(1, 3))  # a later prompt needs the backward pass
+    during = [len(list(tmp_path.iterdir())) for _ in predictor.segment_video(state)]
+    assert during == [1] * 6 and list(tmp_path.iterdir()) == []  # its folder, gone afterwards
