@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """The options every command that runs the pipeline shares."""
     p.add_argument("--config", help=f"preset ({', '.join(PRESETS)}) or YAML file [{DEFAULT_PRESET}; "
-                                    f"{LEARNED_TRACKER_PRESET} when the tracker is a learned one]")
+                                    f"{LEARNED_TRACKER_PRESET} where PyTorch sees a CUDA GPU or with a learned --tracker]")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set reinit.every=4 (repeatable)")
     p.add_argument("--checkpoint", help="weights to use instead of the cache: a folder with encoder.onnx and sam.onnx "
