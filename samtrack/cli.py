@@ -65,7 +65,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="weights to use instead of the cache: a folder with encoder.onnx and sam.onnx "
                                         "(mobilesam-onnx), or a state_dict file such as mobile_sam.pt (mobilesam)")
     p.add_argument("--segmenter", choices=get_args(SegmenterName),
-                   help="mobilesam-onnx (onnxruntime, the default) or mobilesam (PyTorch: pip install 'samtrack[torch]')")
+                   help="mobilesam-onnx (ONNX on OpenVINO or onnxruntime, the default) or mobilesam (PyTorch: pip install 'samtrack[torch]')")
     p.add_argument("--device", choices=get_args(Device), help="PyTorch segmenters: where to run [auto: cuda, mps, else cpu]")
     p.add_argument("--tracker", choices=("auto", "lk", *LEARNED),
                    help="point tracker [auto: cotracker3 where PyTorch sees a CUDA device, else lk]; cotracker3 and "
@@ -74,7 +74,17 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="CoTracker3 state_dict file (scaled_offline.pth, scaled_online.pth, ...) instead of the cache")
 
 
-def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
+def config_source(args: argparse.Namespace) -> tuple[str, str]:
+    """``--config``, or the device's default preset and the line saying why (see
+    :func:`~samtrack.config.default_preset`)."""
+    if args.config is not None:
+        return args.config, ""
+    return default_preset(getattr(args, "tracker", None))
+
+
+def config_from_args(args: argparse.Namespace, extra: Sequence[str] = (), source: str | None = None) -> Config:
+    """The config the options ask for; ``source`` is :func:`config_source`'s choice when the
+    caller has made it already."""
     overrides = list(args.overrides) + list(extra)
     for option, key in (("segmenter", "name"), ("device", "device"), ("checkpoint", "checkpoint")):
         if getattr(args, option, None):
@@ -84,10 +94,7 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Con
         overrides.append(f"tracker.name={tracker}")
     if getattr(args, "tracker_checkpoint", None):
         overrides.append(f"tracker.cotracker.checkpoint={args.tracker_checkpoint}")
-    source = args.config
-    if source is None:
-        source, _ = default_preset(tracker)
-    return load_config(source, overrides)
+    return load_config(source or config_source(args)[0], overrides)
 
 
 # ---------------------------------------------------------------------- run
@@ -126,7 +133,8 @@ def _run(args: argparse.Namespace) -> int:
               ("longest_side", args.longest_side)) if value is not None]
     if args.no_overlay:
         extra.append("output.overlay=false")
-    config = config_from_args(args, extra)
+    source, preset_note = config_source(args)
+    config = config_from_args(args, extra, source)
 
     # Everything the user gave us is checked before any model is loaded or file written.
     prompt_path = Path(args.points or args.mask)
@@ -140,8 +148,8 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_replaceable(out, [Path(args.input), prompt_path])
     log = stderr_logger(args.quiet)
-    if args.config is None and default_preset(args.tracker)[1]:
-        log(default_preset(args.tracker)[1])  # the device's default tracker and preset, said at start
+    if preset_note:
+        log(preset_note)  # the device's default tracker and preset, said at start
     predictor = VideoPredictor.from_config(config, log=log)
     info = state.reader.info
     names = {o.obj_id: o.name for o in objects}

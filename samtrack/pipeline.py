@@ -109,7 +109,8 @@ class _Track:
     low_res: np.ndarray | None = None  # the last accepted prediction's low-res logits
     motion: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # median point step
     rejected: int = 0  # consecutive frames whose mask the area guard rejected
-    # Per point: frames since it was last visible (0: visible now) and where that was.
+    # Per point, as of the last finished frame (note_seen): frames since it was last visible
+    # (0: visible) and where that was.
     lost_for: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     seen_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 
@@ -167,7 +168,10 @@ class SamPt:
         tracks: dict[int, _Track] = {}
 
         pos = positions[0]
-        yield self._emit_prompted(source, order[pos], events[order[pos]], tracks, rng)
+        result = self._emit_prompted(source, order[pos], events[order[pos]], tracks, rng)
+        for track in tracks.values():
+            track.note_seen()
+        yield result
         window = self.config.tracking_window
         # A learned tracker may find a lost point again, so a window may reach back to the frame
         # where a recently lost point was last seen.
@@ -175,7 +179,7 @@ class SamPt:
         while pos < len(order) - 1:
             next_event = next((p for p in positions if p > pos), len(order) - 1)
             end = min(pos + window - 1, next_event, len(order) - 1)
-            back = max([0] + [int(t.lost_for[~t.visible & (t.lost_for <= lookback)].max(initial=0)) for t in tracks.values()])
+            back = max([0] + [int(t.lost_for[t.lost_for <= lookback].max(initial=0)) for t in tracks.values()])
             indices = list(order[pos - back : end + 1])
             source.keep_only(indices)
             frames = [source.get(i) for i in indices]
@@ -220,10 +224,9 @@ class SamPt:
         """
         picked = {}
         for obj_id, track in tracks.items():
-            lost_for = np.where(track.visible, 0, track.lost_for)
-            idx = np.flatnonzero(track.visible | ((lost_for >= 1) & (lost_for <= back)))
-            start = np.where(track.visible[idx], track.xy[idx].T, track.seen_xy[idx].T).T
-            picked[obj_id] = (idx, np.column_stack([back - lost_for[idx], start]).astype(np.float32))
+            # A visible point's lost_for is 0 and its seen_xy is where it is (note_seen).
+            idx = np.flatnonzero(track.visible | ((track.lost_for >= 1) & (track.lost_for <= back)))
+            picked[obj_id] = (idx, np.column_stack([back - track.lost_for[idx], track.seen_xy[idx]]).astype(np.float32))
         queries = np.concatenate([np.zeros((0, 3), np.float32)] + [q for _, q in picked.values()])
         with self.timings.measure("tracker"):
             result = self.tracker.track(frames, queries)

@@ -6,7 +6,7 @@ torch is the optional ``samtrack[torch]`` extra; importing this module never nee
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, WeightsError
 
@@ -40,6 +40,17 @@ def pick_device(requested: str, key: str = "device") -> str:
         raise ConfigError(f"{key}={requested} is not available on this machine (PyTorch sees: "
                           f"{', '.join(d for d, ok in available.items() if ok)})")
     return requested
+
+
+def checkpoint_choice(given: str | None, cached: Callable[[], Path], cached_name: str, example: str) -> tuple[Path, str]:
+    """The state_dict file to load and how to name it at start: the user's file (which must
+    exist; ``example`` names one in the error), else ``cached()``, the weights cache's."""
+    if given is None:
+        return cached(), f"{cached_name} weights"
+    path = Path(given).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"checkpoint must be a PyTorch state_dict file (e.g. {example})", path)
+    return path, str(path)
 
 
 def read_state_dict(path: str | Path) -> Mapping[str, Any]:

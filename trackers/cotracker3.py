@@ -8,13 +8,11 @@ makes it practical (on 2 CPU cores it runs at about a frame per second, see ``sa
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from samtrack.config import CoTrackerConfig, TrackerConfig
-from samtrack.errors import WeightsError
 
 from . import register
 from .base import Tracks, check_queries
@@ -121,7 +119,7 @@ def _numpy(tensor) -> np.ndarray:
 
 
 def _load(config: TrackerConfig, online: bool, log) -> CoTracker3Tracker:
-    from samtrack.torch_models import pick_device, require_torch
+    from samtrack.torch_models import checkpoint_choice, pick_device, require_torch
 
     require_torch("the cotracker3 trackers")
     from .cotracker.build import build_cotracker, cached_checkpoint
@@ -129,14 +127,7 @@ def _load(config: TrackerConfig, online: bool, log) -> CoTracker3Tracker:
     c = config.cotracker
     name = f"cotracker3-{'online' if online else 'offline'}{'-kubric' if c.weights == 'kubric' else ''}"
     device = pick_device(c.device, key="tracker.cotracker.device")
-    if c.checkpoint is not None:
-        path = Path(c.checkpoint).expanduser()
-        if not path.is_file():
-            raise WeightsError("checkpoint must be a CoTracker3 state_dict file (e.g. scaled_offline.pth)", path)
-        source = str(path)
-    else:
-        path = cached_checkpoint(name, log=log)
-        source = f"{name} weights"
+    path, source = checkpoint_choice(c.checkpoint, lambda: cached_checkpoint(name, log=log), name, "scaled_offline.pth")
     model = build_cotracker(name, path)
     log(f"tracker {'cotracker3-online' if online else 'cotracker3'}: {source} on {device} (CC BY-NC 4.0 weights)")
     return CoTracker3Tracker(model, online, c, device)

@@ -14,7 +14,7 @@ def _onnx(config: SegmenterConfig, log) -> Segmenter:
 
     for key, default in (("device", "auto"), ("precision", "fp32")):
         if getattr(config, key) != default:
-            raise ConfigError(f"segmenter.{key} applies to the PyTorch segmenters; {config.name} runs on onnxruntime")
+            raise ConfigError(f"segmenter.{key} applies to the PyTorch segmenters; {config.name} runs on ONNX runtimes")
     if config.unpadded:
         raise ConfigError(f"segmenter.unpadded=true needs a PyTorch segmenter: {config.name}'s encoder graph is fixed "
                           "to the 1024x1024 square")

@@ -9,7 +9,6 @@ from the same weights.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -99,15 +98,9 @@ class SamTorch:
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         device = pick_device(config.device)
-        if config.checkpoint is not None:
-            path = Path(config.checkpoint).expanduser()
-            if not path.is_file():
-                raise WeightsError("checkpoint must be a PyTorch state_dict file (e.g. mobile_sam.pt)", path)
-            source = str(path)
-        else:
-            entry_name = _pick_weights(config.weights)
-            path = cached_checkpoint(entry_name, log=log)
-            source = f"{entry_name} weights"
+        entry_name = _pick_weights(config.weights) if config.checkpoint is None else ""
+        path, source = torch_models.checkpoint_choice(
+            config.checkpoint, lambda: cached_checkpoint(entry_name, log=log), entry_name, "mobile_sam.pt")
         model = build_sam(config.name, path)
         unpadded = True if config.unpadded is None else config.unpadded
         log(f"segmenter {config.name}: {source} on {device}, frames {'unpadded' if unpadded else 'padded to the square'}"

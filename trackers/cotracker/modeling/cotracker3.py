@@ -13,7 +13,7 @@ into position and logit increments.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +71,6 @@ class TrackOutput:
     coords: torch.Tensor  # [B, T, N, 2]
     vis: torch.Tensor  # [B, T, N]
     conf: torch.Tensor  # [B, T, N]
-    extra: dict = field(default_factory=dict)
 
 
 class CoTrackerThree(nn.Module):
