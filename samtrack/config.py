@@ -204,6 +204,45 @@ class OutputConfig:
 
 
 @dataclass
+class AutoMaskConfig:
+    """SAM's automatic mask generator (:mod:`samtrack.automask`); the defaults are those of the
+    official ``SamAutomaticMaskGenerator``."""
+
+    # A points_per_side x points_per_side grid of single-point prompts over the frame (each crop).
+    points_per_side: int = 32
+    # Prompts per decode_batch call (bounds the memory of the full-size candidate logits).
+    points_per_batch: int = 64
+    # Keep masks whose predicted IoU is above this (strictly), and whose stability score (the
+    # IoU of the mask thresholded at +offset and at -offset) is at least stability_score_thresh.
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    # Box IoU above which the lower-scored mask is dropped (within a crop; by predicted IoU).
+    box_nms_thresh: float = 0.7
+    # Extra layers of crops (layer i: (2^i)^2 overlapping crops, each encoded on its own) with
+    # points_per_side / crop_n_points_downscale_factor^i points per side; duplicates across crops
+    # are dropped by box NMS preferring smaller crops.
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    # Fill holes and drop islands under this many pixels (0: off), then NMS again.
+    min_mask_region_area: int = 0
+
+
+@dataclass
+class EverythingConfig:
+    """Track everything (``samtrack run --everything``): the automatic masks of the first frame
+    become the objects."""
+
+    # Track at most this many masks (the highest predicted IoU first).
+    max_objects: int = 100
+    # A mask left with fewer pixels than this once overlaps are resolved is not tracked.
+    min_area: int = 100
+    automask: AutoMaskConfig = field(default_factory=AutoMaskConfig)
+
+
+@dataclass
 class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
@@ -213,6 +252,7 @@ class Config:
     redetect: RedetectConfig = field(default_factory=RedetectConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    everything: EverythingConfig = field(default_factory=EverythingConfig)
 
     @property
     def tracking_window(self) -> int:
