@@ -79,7 +79,17 @@ def config_source(args: argparse.Namespace) -> tuple[str, str]:
     :func:`~samtrack.config.default_preset`)."""
     if args.config is not None:
         return args.config, ""
+    if getattr(args, "everything", False) and getattr(args, "tracker", None) in (None, "auto", "lk"):
+        return EVERYTHING_PRESET, f"preset {EVERYTHING_PRESET} (--everything)"
     return default_preset(getattr(args, "tracker", None))
+
+
+EVERYTHING_PRESET = "everything"
+
+
+def _everything_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-objects", type=int, metavar="N",
+                   help="with --everything: track at most N automatic masks [100]")
 
 
 def config_from_args(args: argparse.Namespace, extra: Sequence[str] = (), source: str | None = None) -> Config:
@@ -100,7 +110,7 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[str] = (), source
 # ---------------------------------------------------------------------- run
 # Everything `samtrack run` writes into --out: an existing folder holding only these is a
 # previous result, which a new run may replace.
-RESULT_ENTRIES = frozenset({"masks", "overlay.mp4", "tracks.json", "config.yaml"})
+RESULT_ENTRIES = frozenset({"masks", "overlay.mp4", "tracks.json", "config.yaml", "instances.json"})
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -110,7 +120,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--points", metavar="JSON", help="clicks.json with objects' points/boxes (see README)")
     prompt.add_argument("--mask", metavar="PNG", help="mask of the objects (binary, or palette with object ids)")
+    prompt.add_argument("--everything", action="store_true",
+                        help="track everything: SAM's automatic masks on the first processed frame are the objects")
     p.add_argument("--mask-frame", type=int, metavar="N", help="frame the --mask belongs to [0]")
+    _everything_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (an earlier result there is replaced on success)")
     add_config_args(p)
     p.add_argument("--start", type=int, help="first frame to process")
@@ -124,6 +137,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from .api import InferenceState, VideoPredictor
+    from .everything import InstanceRecorder
     from .outputs import StagedOutputDir, TracksRecorder, write_label_png
     from .prompts import load_clicks, load_mask_prompt
     from .video import RecentFrames, open_video
@@ -133,18 +147,23 @@ def _run(args: argparse.Namespace) -> int:
               ("longest_side", args.longest_side)) if value is not None]
     if args.no_overlay:
         extra.append("output.overlay=false")
+    extra += _everything_overrides(args)
     source, preset_note = config_source(args)
     config = config_from_args(args, extra, source)
 
     # Everything the user gave us is checked before any model is loaded or file written.
-    prompt_path = Path(args.points or args.mask)
+    prompt_path = Path(args.points or args.mask or args.input)
     if args.points and args.mask_frame is not None:
         raise SamtrackError("--mask-frame goes with --mask; clicks.json gives each prompt's frame itself")
-    objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
+    if args.everything:
+        objects = []
+    else:
+        objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
     # The overlay needs frames the pipeline has just read, a tracking window at a time: keep
     # them rather than decode (and seek back for) each frame twice.
     state = InferenceState.open(RecentFrames(open_video(args.input), size=config.tracking_window + config.tracker.lookback + 1), config.video)
-    state.add_objects(objects, prompt_path)
+    if objects:
+        state.add_objects(objects, prompt_path)
     out = Path(args.out)
     _check_replaceable(out, [Path(args.input), prompt_path])
     log = stderr_logger(args.quiet)
@@ -152,12 +171,17 @@ def _run(args: argparse.Namespace) -> int:
         log(preset_note)  # the device's default tracker and preset, said at start
     predictor = VideoPredictor.from_config(config, log=log)
     info = state.reader.info
+    first_scores = predictor.add_everything(state, log=log) if args.everything else {}
+    if args.everything and not first_scores:
+        raise InputError(f"no object found on frame {state.frame_indices[0]} (see everything.automask)", args.input)
+    objects = [o for o in state.objects.values()]
     names = {o.obj_id: o.name for o in objects}
 
     started = time.perf_counter()
     with StagedOutputDir(out) as staging, ExitStack() as stack:
         (staging / "masks").mkdir()
         recorder = TracksRecorder(info, names) if config.output.tracks else None
+        instances = InstanceRecorder(sorted(names), first_scores) if config.output.instances else None
         overlay = stack.enter_context(_overlay_writer(staging / "overlay.mp4", info.fps, config)) if config.output.overlay else None
         progress = stack.enter_context(tqdm(total=len(state.frame_indices), unit="frame", desc="samtrack",
                                             file=sys.stderr, disable=args.quiet))
@@ -166,12 +190,16 @@ def _run(args: argparse.Namespace) -> int:
                 write_label_png(staging / "masks" / f"{result.frame_index:05d}.png", result.label_map)
                 if recorder is not None:
                     recorder.add(result)
+                if instances is not None:
+                    instances.add(result)
                 if overlay is not None:
                     overlay.write(state.reader.read(result.frame_index), result.label_map, _drawings(result))
             progress.update(1)
         stack.close()  # finish overlay.mp4 inside the staging folder before it is committed
         if recorder is not None:
             recorder.write(staging / "tracks.json")
+        if instances is not None:
+            instances.write(staging / "instances.json", recorder.video if recorder else {"path": str(info.path)})
         (staging / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     elapsed = time.perf_counter() - started
 
@@ -189,8 +217,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                                    "frame per stage, the cost of everything but the encoder relative to the "
                                    "encoder, and peak resident memory.")
     p.add_argument("input", help="video file or folder of frames")
-    p.add_argument("--mask", required=True, metavar="PNG", help="mask of the objects on --mask-frame")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--mask", metavar="PNG", help="mask of the objects on --mask-frame")
+    prompt.add_argument("--everything", action="store_true", help="objects from SAM's automatic masks on the first frame")
     p.add_argument("--mask-frame", type=int, default=0, metavar="N")
+    _everything_args(p)
     p.add_argument("--max-frames", type=int, help="time at most N frames")
     add_config_args(p)
     p.set_defaults(handler=_bench)
@@ -201,11 +232,18 @@ def _bench(args: argparse.Namespace) -> int:
     from .prompts import load_mask_prompt
     from .timing import PeakMemory
 
-    config = config_from_args(args, [f"video.max_frames={args.max_frames}"] if args.max_frames is not None else [])
-    objects = load_mask_prompt(Path(args.mask), args.mask_frame)
+    extra = [f"video.max_frames={args.max_frames}"] if args.max_frames is not None else []
+    config = config_from_args(args, extra + _everything_overrides(args))
     state = InferenceState.open(args.input, config.video)
-    state.add_objects(objects, args.mask)
+    if not args.everything:
+        state.add_objects(load_mask_prompt(Path(args.mask), args.mask_frame), args.mask)
     predictor = VideoPredictor.from_config(config, log=stderr_logger(False))
+    if args.everything:
+        predictor.add_everything(state, log=stderr_logger(False))
+        automask_s = predictor.timings.per_frame(1).pop("automask", 0.0) / 1000
+        predictor.timings.reset()
+        print(f"automatic masks: {automask_s:.2f} s on frame {state.frame_indices[0]}")
+    objects = list(state.objects.values())
     started = time.perf_counter()
     with PeakMemory() as memory:
         n = sum(1 for _ in predictor.segment_video(state))
@@ -219,6 +257,14 @@ def _bench(args: argparse.Namespace) -> int:
     ratio = f"{rest / encoder:.2f}" if encoder else "n/a (no encoder time: embeddings cached?)"
     print(f"  everything but the encoder: {rest:.1f} ms/frame = {ratio} x encoder")
     return 0
+
+
+def _everything_overrides(args: argparse.Namespace) -> list[str]:
+    if getattr(args, "max_objects", None) is None:
+        return []
+    if not args.everything:
+        raise SamtrackError("--max-objects goes with --everything")
+    return [f"everything.max_objects={args.max_objects}"]
 
 
 def _check_replaceable(out: Path, inputs: Sequence[Path]) -> None:

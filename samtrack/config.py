@@ -201,6 +201,8 @@ class OutputConfig:
     tracks: bool = True
     overlay_alpha: float = 0.5
     point_radius: int = 4
+    # instances.json: every object's masks as COCO RLE, YouTube-VIS style (on with --everything).
+    instances: bool = False
 
 
 @dataclass
@@ -289,6 +291,7 @@ class Config:
             (self.video.longest_side is None or self.video.longest_side >= 16, "video.longest_side must be >= 16"),
             (0.0 <= self.output.overlay_alpha <= 1.0, "output.overlay_alpha must be in [0, 1]"),
             (self.segmenter.max_batch is None or self.segmenter.max_batch >= 1, "segmenter.max_batch must be >= 1"),
+            (1 <= self.everything.max_objects <= 254, "everything.max_objects must be in [1, 254]"),
             (self.decode.multimask == "off" or self.segmenter.name != "mobilesam-onnx",
              "decode.multimask needs all of SAM's outputs, which the mobilesam-onnx decoder does not give; "
              "use segmenter.name=mobilesam"),
@@ -302,7 +305,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
-PRESETS = ("samtrack", "sam_pt", "sam_pt_reinit", "sam_pt_cotracker", "fast")
+PRESETS = ("samtrack", "sam_pt", "sam_pt_reinit", "sam_pt_cotracker", "fast", "everything")
 DEFAULT_PRESET = "samtrack"
 # The default preset when the tracker is a learned one (asked for, or auto's choice on CUDA):
 # samtrack's every-frame re-sampling is tuned for LK and would cut CoTracker's windows to 2
