@@ -53,6 +53,23 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[
     _submission_args(m, add_config_args)
     m.set_defaults(handler=_submission, dataset="mose", year=None, all_frames=None)
 
+    u = esub.add_parser("uvo", help="UVO v1.0 dense video: track everything, write YouTube-VIS results, score AP/AR",
+                        description="Track everything (SAM's automatic masks on the first frame) on each UVO video, "
+                                    "write the YouTube-VIS results and score them with the official video AP/AR.")
+    u.add_argument("--annotations", required=True, metavar="JSON", help="UVO_video_val_dense.json (or any YouTube-VIS file)")
+    u.add_argument("--frames", required=True, metavar="DIR", help="extracted frames: DIR/<file_names[i]> for every video")
+    u.add_argument("--out", required=True, metavar="DIR", help="videos/<id>/, results.json, metrics.json, runs.csv")
+    u.add_argument("--videos", nargs="+", metavar="ID", help="only these video ids (scored on them only)")
+    u.add_argument("--max-objects", type=int, metavar="N", help="track at most N automatic masks per video [100]")
+    u.add_argument("--areas", choices=("ytvis", "coco"), default="ytvis",
+                   help="area ranges: ytvis (128^2 / 256^2, the official code's) or coco (32^2 / 96^2) [ytvis]")
+    u.add_argument("--per-category", action="store_true",
+                   help="match within categories (default: class-agnostic, UVO's open-world protocol)")
+    u.add_argument("--resume", action="store_true", help="skip videos already finished with the same config")
+    u.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_args(u)
+    u.set_defaults(handler=_uvo, everything=True)
+
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, metavar="PATH", help="DAVIS root (JPEGImages/, Annotations/, ImageSets/)")
@@ -142,6 +159,38 @@ def _score(args: argparse.Namespace) -> int:
     paths = scoring.write_csvs(result, out, split_name(args.split))
     print(scoring.format_table(result))
     print("-> " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _uvo(args: argparse.Namespace) -> int:
+    from ..api import VideoPredictor
+    from ..cli import config_from_args, config_source, stderr_logger
+    from . import uvo
+    from .runner import write_runs_csv
+
+    extra = [] if args.max_objects is None else [f"everything.max_objects={args.max_objects}"]
+    source, note = config_source(args)
+    config = config_from_args(args, extra, source)
+    # The annotations and frames are checked before the model loads.
+    data = uvo.load_annotations(args.annotations)
+    videos = uvo.select_videos(data, args.videos, args.annotations)
+    frames = Path(args.frames)
+    if not frames.is_dir():
+        raise InputError("no such frames folder", frames)
+    out = _output_folder(args.out)
+    log = stderr_logger(args.quiet)
+    if note:
+        log(note)
+    predictor = VideoPredictor.from_config(config, log=log)
+    runs = uvo.run_uvo(predictor, videos, frames, out, resume=args.resume, log=log, progress=_progress(args.quiet))
+    write_runs_csv(runs, out / "runs.csv")
+    results = uvo.collect_results(out, videos)
+    evaluation = uvo.score(data, results, videos, args.areas, args.per_category, args.annotations)
+    uvo.write_outputs(out, results, evaluation, runs, {"areas": args.areas, "per_category": args.per_category})
+    from . import vis_metrics
+
+    print(vis_metrics.format_stats(evaluation.stats))
+    print(f"-> {out / 'metrics.json'}")
     return 0
 
 
