@@ -21,9 +21,11 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[
     _dataset_args(d)
     d.add_argument("--out", required=True, metavar="DIR", help="results/ PNGs, CSVs, runs.csv go here")
     d.add_argument("--resume", action="store_true", help="skip sequences already finished with the same config")
-    d.add_argument("--method", choices=("samtrack", "oracle", "copy"), default="samtrack",
+    d.add_argument("--method", choices=("samtrack", "oracle", "copy", "everything"), default="samtrack",
                    help="samtrack (the pipeline), or a reference point: oracle (prompts sampled from every "
-                        "frame's ground truth, same sampler and decoding) or copy (the first mask on every frame)")
+                        "frame's ground truth, same sampler and decoding) or copy (the first mask on every frame); "
+                        "or everything: DAVIS 2017 unsupervised (automatic masks of the first frame, at most 20 "
+                        "objects; results for the official unsupervised evaluation, not scored here)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_args(d)
     d.set_defaults(handler=_davis)
@@ -119,6 +121,8 @@ def _davis(args: argparse.Namespace) -> int:
     from . import report, scoring
     from .runner import davis_fingerprint, finished_run, run_davis, write_runs_csv
 
+    if args.method == "everything":
+        return _davis_unsupervised(args)
     config = config_from_args(args)
     v = config.video
     if (v.start, v.stride, v.max_frames) != (0, 1, None):
@@ -147,6 +151,45 @@ def _davis(args: argparse.Namespace) -> int:
     print(scoring.format_table(result))
     print(report.runs_table(runs))
     print(f"-> {out}")
+    return 0
+
+
+def _davis_unsupervised(args: argparse.Namespace) -> int:
+    """DAVIS 2017 unsupervised: objects from the automatic masks, at most 20 per sequence (the
+    benchmark's limit), results written as the official unsupervised evaluation reads them."""
+    from ..api import VideoPredictor
+    from ..cli import config_from_args, stderr_logger
+    from . import report
+    from .runner import davis_fingerprint, finished_run, run_davis, write_runs_csv
+
+    if args.year != 2017:
+        raise ConfigError("--method everything is DAVIS 2017's unsupervised protocol: use --year 2017")
+    args.everything = True
+    from ..cli import config_source
+
+    source, note = config_source(args)
+    # 20 unless the user asks for fewer (later overrides win)
+    args.overrides = ["everything.max_objects=20", *args.overrides]
+    config = config_from_args(args, [], source)
+    if config.everything.max_objects > 20:
+        raise ConfigError("DAVIS 2017 unsupervised takes at most 20 objects per sequence")
+    sequences = _sequences(args)
+    out = _output_folder(args.out)
+    if args.resume:
+        fingerprint = davis_fingerprint(config, args.year, args.method)
+        for seq in sequences:
+            finished_run(out / "results" / seq, fingerprint, resume=True)
+    log = stderr_logger(args.quiet)
+    if note:
+        log(note)
+    predictor = VideoPredictor.from_config(config, log=log)
+    runs = run_davis(predictor, args.root, sequences, args.year, out / "results", resume=args.resume,
+                     log=log, progress=_progress(args.quiet), method=args.method)
+    split = split_name(args.split)
+    write_runs_csv(runs, out / f"runs-{split}.csv")
+    print(report.runs_table(runs))
+    print(f"-> {out / 'results'} (score with davis2017-evaluation: python evaluation_method.py --task unsupervised "
+          f"--results_path {out / 'results'})")
     return 0
 
 

@@ -115,3 +115,25 @@ def test_max_objects_needs_everything(squares, tmp_path, capsys):
     assert main(["run", str(frames), "--mask", str(frames / "00000.png"), "--max-objects", "3",
                  "--out", str(tmp_path / "o")]) == 2
     assert "--max-objects goes with --everything" in capsys.readouterr().err
+
+
+def test_davis_unsupervised_writes_results_without_annotations_used(squares, tmp_path):
+    """`eval davis --method everything`: objects from the automatic masks; the first annotation
+    is not read (it is absent here), at most 20 objects, PNGs per frame."""
+    frames, truth = squares
+    root = tmp_path / "davis"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations" / "sq").mkdir(parents=True)
+    frames.rename(root / "JPEGImages" / "sq")
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("sq\n")
+    out = tmp_path / "out"
+    assert main(["eval", "davis", "--root", str(root), "--year", "2017", "--method", "everything", "--out", str(out),
+                 "--quiet", "--set", "everything.automask.points_per_side=8", "--set", "redetect.enabled=false"]) == 0
+    pngs = sorted((out / "results" / "sq").glob("*.png"))
+    assert [p.stem for p in pngs] == [f"{t:05d}" for t in range(5)]
+    last = read_label_png(pngs[-1])
+    assert sorted(np.unique(last).tolist()) == [0, 1, 2]
+    assert np.array_equal(last > 0, truth[4][0] | truth[4][1])
+    assert main(["eval", "davis", "--root", str(root), "--year", "2016", "--method", "everything",
+                 "--out", str(out)]) == 2
