@@ -17,6 +17,7 @@ Input: an RGB uint8 ``[H, W, 3]`` frame. Output: :class:`AutoMask` records, best
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from itertools import product
@@ -251,8 +252,6 @@ class AutoMaskGenerator:
     # -- steps --------------------------------------------------------------------------------
 
     def _timed(self, stage: str):
-        import contextlib
-
         return self.measure(stage) if self.measure is not None else contextlib.nullcontext()
 
     def _crop(self, image: np.ndarray, box: list[int], layer: int) -> _Candidates:

@@ -292,6 +292,10 @@ class Config:
             (0.0 <= self.output.overlay_alpha <= 1.0, "output.overlay_alpha must be in [0, 1]"),
             (self.segmenter.max_batch is None or self.segmenter.max_batch >= 1, "segmenter.max_batch must be >= 1"),
             (1 <= self.everything.max_objects <= 254, "everything.max_objects must be in [1, 254]"),
+            (min(self.everything.automask.points_per_side, self.everything.automask.points_per_batch,
+                 self.everything.automask.crop_n_points_downscale_factor) >= 1 and self.everything.automask.crop_n_layers >= 0,
+             "everything.automask: points_per_side, points_per_batch and crop_n_points_downscale_factor must be >= 1, "
+             "crop_n_layers >= 0"),
             (self.decode.multimask == "off" or self.segmenter.name != "mobilesam-onnx",
              "decode.multimask needs all of SAM's outputs, which the mobilesam-onnx decoder does not give; "
              "use segmenter.name=mobilesam"),
