@@ -109,3 +109,26 @@ def test_real_frame_mobilesam(segmenter, davis16):
     best = max(np.count_nonzero(m.segmentation & bear) / np.count_nonzero(m.segmentation | bear) for m in masks)
     assert best > 0.7  # measured 0.787 (8 x 8 grid; the DAVIS mask is not drawn on the mp4 frame)
     assert all(m.predicted_iou > 0.88 and m.stability_score >= 0.95 for m in masks)
+
+
+def test_real_frame_pytorch_mobilesam_all_three_outputs(mobilesam_torch_checkpoint, davis16):
+    """The PyTorch MobileSAM gives all three multimask outputs per point (the official path):
+    at least as many masks as the one-per-point ONNX decoder, the bear among them."""
+    import os
+
+    if os.environ.get("SAMTRACK_REQUIRE_TORCH") != "1":
+        pytest.importorskip("torch", reason="the torch extra is not installed")
+    from samtrack.segmenters.sam.build import build_sam
+    from samtrack.segmenters.sam_torch import SamTorch
+
+    from .conftest import REPO, load_gt
+    from samtrack.video import open_video
+
+    frame = open_video(REPO / "examples" / "bear.mp4").read(0)
+    bear = load_gt(davis16, "bear", 0)
+    lines = []
+    seg = SamTorch(build_sam("mobilesam", mobilesam_torch_checkpoint), "mobilesam", max_batch=64)
+    masks = automask.AutoMaskGenerator(seg, AutoMaskConfig(points_per_side=8), log=lines.append).generate(frame)
+    assert not lines  # no one-mask-per-point notice
+    best = max(np.count_nonzero(m.segmentation & bear) / np.count_nonzero(m.segmentation | bear) for m in masks)
+    assert best > 0.7 and len(masks) >= 3
