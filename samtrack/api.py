@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -23,6 +22,7 @@ import numpy as np
 
 from .config import Config, VideoConfig, default_preset, load_config
 from .errors import InputError
+from .outputs import owned_temp_dir
 from .pipeline import FrameResult, SamPt
 from .prompts import FramePrompt, ObjectPrompts, validate_prompts
 from .segmenters import Segmenter, build_segmenter
@@ -178,7 +178,7 @@ class VideoPredictor:
         start = state.frame_indices[0]
         needs_backward = any(f > start for f in first.values())
         # The spill folder exists only when a backward pass runs.
-        with tempfile.TemporaryDirectory(prefix="samtrack-backward-") if needs_backward else contextlib.nullcontext("") as spill:
+        with owned_temp_dir("samtrack-backward-") if needs_backward else contextlib.nullcontext(Path()) as spill:
             spilled: set[int] = set()
             if needs_backward:
                 last_first = max(first.values())
@@ -186,12 +186,12 @@ class VideoPredictor:
                 for result in self.pipeline.propagate(state.reader, objects, order, reverse=True):
                     # Keep only objects the forward pass will not have on this frame.
                     _keep_objects(result, {o for o, f in first.items() if f > result.frame_index})
-                    _spill(Path(spill), result)
+                    _spill(spill, result)
                     spilled.add(result.frame_index)
             earliest = min(first.values())
             pending = self.pipeline.propagate(state.reader, objects, state.frame_indices)
             for index in state.frame_indices:
-                backward = _unspill(Path(spill), index) if index in spilled else None
+                backward = _unspill(spill, index) if index in spilled else None
                 current = next(pending) if index >= earliest else None
                 if current is None:
                     if backward is not None:

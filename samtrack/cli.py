@@ -18,7 +18,8 @@ from tqdm import tqdm
 from . import __version__
 from .config import DEFAULT_PRESET, LEARNED_TRACKER_PRESET, PRESETS, Config, Device, SegmenterName, default_preset, load_config
 from .trackers import LEARNED
-from .errors import InputError, SamtrackError
+from .errors import InputError, SamtrackError, show, show_path
+from .fileio import list_folder, os_errors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,11 +225,16 @@ def _bench(args: argparse.Namespace) -> int:
 def _check_replaceable(out: Path, inputs: Sequence[Path]) -> None:
     """Refuse an ``--out`` that a successful run must not replace, since the whole folder goes:
     a file, a folder holding one of ``inputs``, or a folder with entries samtrack does not write."""
+    with os_errors(out, doing="cannot use as the results folder"):
+        _check_replaceable_folder(out, inputs)
+
+
+def _check_replaceable_folder(out: Path, inputs: Sequence[Path]) -> None:
     if not out.exists():
         # The folder is made after the model loads; a parent that is a file must fail now.
         parent = next(p for p in out.absolute().parents if p.exists())
         if not parent.is_dir():
-            raise InputError(f"cannot create the results folder: {parent} is not a folder", out)
+            raise InputError(f"cannot create the results folder: {show_path(parent)} is not a folder", out)
         return
     if not out.is_dir():
         raise InputError("exists and is not a folder", out)
@@ -236,10 +242,10 @@ def _check_replaceable(out: Path, inputs: Sequence[Path]) -> None:
     for path in inputs:
         resolved = path.resolve()
         if resolved == target or target in resolved.parents:
-            raise InputError(f"holds the input {path}; the results replace this whole folder, choose another --out", out)
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RESULT_ENTRIES)
+            raise InputError(f"holds the input {show_path(path)}; the results replace this whole folder, choose another --out", out)
+    foreign = sorted(p.name for p in list_folder(out) if p.name not in RESULT_ENTRIES)
     if foreign:
-        raise InputError(f"holds {foreign[0]!r}, which samtrack did not write; the results replace this whole folder, "
+        raise InputError(f"holds {show(foreign[0])}, which samtrack did not write; the results replace this whole folder, "
                          "choose another --out", out)
 
 

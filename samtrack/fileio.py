@@ -67,3 +67,22 @@ def list_folder(path: str | Path) -> list[Path]:
 
 def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+@contextmanager
+def open_image(path: str | Path) -> Iterator["Image.Image"]:
+    """A Pillow image from a file the user gave. Filesystem failures and images too large to
+    be real frames (Pillow's decompression-bomb guard, warning included) are
+    :class:`InputError`; decoding errors are left to the caller, who knows what the image is for."""
+    import warnings
+
+    from PIL import Image
+
+    with open_input(path) as f, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(f)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"the image has more than {Image.MAX_IMAGE_PIXELS} pixels; too large for a frame or mask", path) from None
+        with image:
+            yield image
