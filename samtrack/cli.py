@@ -6,19 +6,21 @@ show a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Sequence, get_args
+from typing import Callable, Iterator, NoReturn, Sequence, get_args
 
 import yaml
 from tqdm import tqdm
 
 from . import __version__
-from .config import DEFAULT_PRESET, LEARNED_TRACKER_PRESET, PRESETS, Config, Device, SegmenterName, default_preset, load_config
+from .config import DEFAULT_PRESET, LEARNED_TRACKER_PRESET, PRESETS, Config, Device, Override, SegmenterName, default_preset, load_config
 from .trackers import LEARNED
-from .errors import InputError, SamtrackError, show, show_path
+from .errors import InputError, SamtrackError, one_line, show, show_path
 from .fileio import list_folder, os_errors
 
 
@@ -28,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
-    return run_command(args.handler, args)
+    with _terminate_cleanly():
+        return run_command(args.handler, args)
 
 
 def run_command(handler: Callable[..., int | None], *args: object, prog: str = "samtrack") -> int:
@@ -41,10 +44,41 @@ def run_command(handler: Callable[..., int | None], *args: object, prog: str = "
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that every ``with`` block cleans up."""
+
+
+@contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    # Python's default for SIGTERM is to die at once, leaving staging and temp folders behind.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage mistake told in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samtrack", description="Zero-shot video object segmentation and tracking.")
+    parser = OneLineParser(prog="samtrack", description="Zero-shot video object segmentation and tracking.")
     parser.add_argument("--version", action="version", version=f"samtrack {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
     _add_run(sub)
@@ -83,18 +117,14 @@ def config_source(args: argparse.Namespace) -> tuple[str, str]:
     return default_preset(getattr(args, "tracker", None))
 
 
-def config_from_args(args: argparse.Namespace, extra: Sequence[str] = (), source: str | None = None) -> Config:
+def config_from_args(args: argparse.Namespace, extra: Sequence[Override] = (), source: str | None = None) -> Config:
     """The config the options ask for; ``source`` is :func:`config_source`'s choice when the
     caller has made it already."""
-    overrides = list(args.overrides) + list(extra)
-    for option, key in (("segmenter", "name"), ("device", "device"), ("checkpoint", "checkpoint")):
+    overrides: list[str | Override] = [*args.overrides, *extra]
+    for option, key in (("segmenter", "segmenter.name"), ("device", "segmenter.device"), ("checkpoint", "segmenter.checkpoint"),
+                        ("tracker", "tracker.name"), ("tracker_checkpoint", "tracker.cotracker.checkpoint")):
         if getattr(args, option, None):
-            overrides.append(f"segmenter.{key}={getattr(args, option)}")
-    tracker = getattr(args, "tracker", None)
-    if tracker:
-        overrides.append(f"tracker.name={tracker}")
-    if getattr(args, "tracker_checkpoint", None):
-        overrides.append(f"tracker.cotracker.checkpoint={args.tracker_checkpoint}")
+            overrides.append(Override(f"--{option.replace('_', '-')}", key, getattr(args, option)))
     return load_config(source or config_source(args)[0], overrides)
 
 
@@ -129,11 +159,11 @@ def _run(args: argparse.Namespace) -> int:
     from .prompts import load_clicks, load_mask_prompt
     from .video import RecentFrames, open_video
 
-    extra = [f"video.{key}={value}" for key, value in
+    extra = [Override(f"--{key.replace('_', '-')}", f"video.{key}", value) for key, value in
              (("start", args.start), ("stride", args.stride), ("max_frames", args.max_frames),
               ("longest_side", args.longest_side)) if value is not None]
     if args.no_overlay:
-        extra.append("output.overlay=false")
+        extra.append(Override("--no-overlay", "output.overlay", False))
     source, preset_note = config_source(args)
     config = config_from_args(args, extra, source)
 
@@ -202,7 +232,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .prompts import load_mask_prompt
     from .timing import PeakMemory
 
-    config = config_from_args(args, [f"video.max_frames={args.max_frames}"] if args.max_frames is not None else [])
+    config = config_from_args(args, [Override("--max-frames", "video.max_frames", args.max_frames)] if args.max_frames is not None else [])
     objects = load_mask_prompt(Path(args.mask), args.mask_frame)
     state = InferenceState.open(args.input, config.video)
     state.add_objects(objects, args.mask)

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Literal, Sequence, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -292,12 +292,24 @@ def default_preset(tracker: str | None = None) -> tuple[str, str]:
     return preset, f"tracker {name}{f' ({why})' if why else ''}, preset {preset}"
 
 
-def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a config from a preset name or a YAML file, then apply ``key.path=value`` overrides.
+@dataclass(frozen=True)
+class Override:
+    """A value set by a command-line option (``--stride 2``): ``key`` is the config path
+    (``video.stride``), ``value`` is used as is (no YAML parsing, so a path stays a string), and
+    ``option`` names the option in errors."""
+
+    option: str
+    key: str
+    value: Any
+
+
+def load_config(source: str | Path | None = None, overrides: Sequence[str | Override] = ()) -> Config:
+    """Load a config from a preset name or a YAML file, then apply overrides: ``key.path=value``
+    strings (``--set``; the value is YAML) or :class:`Override` values.
 
     ``None`` gives the built-in defaults (which equal the ``sam_pt_reinit`` preset). Every
     mistake is a :class:`ConfigError` naming the key and where its value came from (the file,
-    or the ``--set`` item).
+    the ``--set`` item or the option).
     """
     data: dict[str, Any] = {}
     origin = "defaults"
@@ -314,16 +326,20 @@ def load_config(source: str | Path | None = None, overrides: list[str] | tuple[s
     origins: dict[str, str] = {}
     config = _build(Config, data, origin, origins=origins)
     for item in overrides:
-        where = f"--set {show(item)}"
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{where}: expected key.path=value")
-        try:
-            value = _parse_yaml(raw, where) if raw.strip() else None
-        except ConfigError:
-            value = raw
-        _set_path(data, key.strip().split("."), value, where)
-        origins[key.strip()] = where
+        if isinstance(item, Override):
+            where, key, value = item.option, item.key, item.value
+        else:
+            where = f"--set {show(item)}"
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"{where}: expected key.path=value")
+            try:
+                value = _parse_yaml(raw, where) if raw.strip() else None
+            except ConfigError:
+                value = raw
+        key = key.strip()
+        _set_path(data, key.split("."), value, where)
+        origins[key] = where
         config = _build(Config, data, where)
     return config.validate(origins)
 
