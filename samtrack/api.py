@@ -50,7 +50,7 @@ class InferenceState:
         elif all(hasattr(video, attr) for attr in ("read", "info", "__len__")):
             reader = video
         else:
-            raise TypeError(f"video: expected a path to a video file or frame folder, or a VideoReader, got {_kind(video)}")
+            raise TypeError(f"video: expected a path to a video file or frame folder, or a VideoReader, got {arguments.describe(video)}")
         v = video_config
         indices = select_frames(len(reader), v.start, v.stride, v.max_frames, path=reader.info.path)
         return cls(reader=reader, frame_indices=indices, video_config=video_config)
@@ -248,7 +248,7 @@ class VideoPredictor:
 
 def _check_state(state: object) -> None:
     if not isinstance(state, InferenceState):
-        raise TypeError(f"state: expected the InferenceState from init_state(), got {_kind(state)}")
+        raise TypeError(f"state: expected the InferenceState from init_state(), got {arguments.describe(state)}")
 
 
 def _frame(state: InferenceState, frame_idx: object) -> int:
@@ -266,10 +266,6 @@ def _frame(state: InferenceState, frame_idx: object) -> int:
 
 def _size(state: InferenceState) -> tuple[int, int]:
     return state.reader.info.height, state.reader.info.width
-
-
-def _kind(value: object) -> str:
-    return "None" if value is None else type(value).__name__
 
 
 def _prompted(state: InferenceState) -> list[ObjectPrompts]:

@@ -17,7 +17,7 @@ from .errors import show
 def index(value: Any, name: str) -> int:
     """A non-negative integer (Python or numpy; not bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an integer, got {_kind(value)}")
+        raise TypeError(f"{name}: expected an integer, got {describe(value)}")
     if value < 0:
         raise ValueError(f"{name}: expected an integer >= 0, got {value}")
     return int(value)
@@ -33,13 +33,13 @@ def obj_id(value: Any) -> int:
 
 def flag(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {_kind(value)}")
+        raise TypeError(f"{name}: expected True or False, got {describe(value)}")
     return bool(value)
 
 
 def optional_name(value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
-        raise TypeError(f"name: expected a string or None, got {_kind(value)}")
+        raise TypeError(f"name: expected a string or None, got {describe(value)}")
     return value
 
 
@@ -85,7 +85,7 @@ def box(value: Any, size: tuple[int, int]) -> np.ndarray | None:
 def mask(value: Any, size: tuple[int, int]) -> np.ndarray:
     """bool ``[H, W]`` at the frame's ``size``: bool, or integers where nonzero is the object."""
     if not isinstance(value, np.ndarray):
-        raise TypeError(f"mask: expected a numpy array (bool or integer, [H, W]), got {_kind(value)}")
+        raise TypeError(f"mask: expected a numpy array (bool or integer, [H, W]), got {describe(value)}")
     if value.dtype != bool and not np.issubdtype(value.dtype, np.integer):
         raise TypeError(f"mask: expected a bool or integer array, got dtype {value.dtype} "
                         "(for probabilities, pass mask > 0.5)")
@@ -99,7 +99,7 @@ def mask(value: Any, size: tuple[int, int]) -> np.ndarray:
 
 def _numbers(value: Any, name: str, what: str, allow_bool: bool = False) -> np.ndarray:
     if isinstance(value, (str, bytes)):
-        raise TypeError(f"{name}: expected {what}, got {_kind(value)}")
+        raise TypeError(f"{name}: expected {what}, got {describe(value)}")
     try:
         array = np.asarray(value)
     except (ValueError, TypeError):  # ragged nesting
@@ -123,7 +123,8 @@ def _on_frame(xy: np.ndarray, size: tuple[int, int], name: str, corner_ok: bool)
         raise ValueError(f"{place}: {show(xy[k].tolist())} is outside the {width}x{height} frame")
 
 
-def _kind(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A short phrase for what the caller passed: ``None``, ``str 'abc'``, an array's dtype."""
     if value is None:
         return "None"
     if isinstance(value, np.ndarray):

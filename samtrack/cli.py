@@ -26,7 +26,10 @@ from .fileio import list_folder, os_errors
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage mistake (told in one line), --help, --version
+        return exc.code if isinstance(exc.code, int) else 2
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2

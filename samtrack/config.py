@@ -360,6 +360,8 @@ def _parse_yaml(text: str, origin: str) -> Any:
         raise ConfigError(f"not valid YAML ({one_line(_one_line(exc), 200)})", origin) from None
     except RecursionError:
         raise ConfigError("not usable YAML (nested too deeply)", origin) from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise ConfigError(f"not usable YAML ({show(_one_line(exc), 120)})", origin) from None
     finally:
         loader.dispose()
 

@@ -402,12 +402,12 @@ def resolve(name: str, checkpoint: str | None, auto_fetch: bool = True, log: Log
     if checkpoint is not None:
         directory = Path(checkpoint).expanduser()
         with os_errors(directory, WeightsError):
-            directory.stat()
-        if not directory.is_dir():
-            raise WeightsError(
-                f"checkpoint must be a directory holding {', '.join(wf.name for wf in spec.files)}", directory
-            )
-        missing = [wf.name for wf in spec.files if not (directory / wf.name).is_file()]
+            if not directory.is_dir():
+                directory.stat()  # missing or unreadable: say which
+                raise WeightsError(
+                    f"checkpoint must be a directory holding {', '.join(wf.name for wf in spec.files)}", directory
+                )
+            missing = [wf.name for wf in spec.files if not (directory / wf.name).is_file()]
         if missing:
             raise WeightsError(f"checkpoint directory lacks {', '.join(missing)} (needed by {spec.name})", directory)
         for wf in spec.files:
