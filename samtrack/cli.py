@@ -232,14 +232,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from .api import InferenceState, VideoPredictor
+    from .eval import compute
     from .prompts import load_mask_prompt
     from .timing import PeakMemory
+    from .video import resize_longest_side
 
     config = config_from_args(args, [Override("--max-frames", "video.max_frames", args.max_frames)] if args.max_frames is not None else [])
     objects = load_mask_prompt(Path(args.mask), args.mask_frame)
     state = InferenceState.open(args.input, config.video)
     state.add_objects(objects, args.mask)
     predictor = VideoPredictor.from_config(config, log=stderr_logger(False))
+    # The machine's floor, measured before the run rather than during it.
+    peak = compute.matmul_peak_gflops()
     started = time.perf_counter()
     with PeakMemory() as memory:
         n = sum(1 for _ in predictor.segment_video(state))
@@ -247,11 +251,20 @@ def _bench(args: argparse.Namespace) -> int:
     stages = predictor.timings.per_frame(n)
     encoder = stages.get("encoder", 0.0)
     rest = sum(v for k, v in stages.items() if k != "encoder")
+    segmenter = predictor.pipeline.segmenter
+    frame = resize_longest_side(state.reader.read(state.frame_indices[0]), config.video.longest_side)
+    grid = segmenter.encode(frame).features.shape[-2:]
+    runs_on = getattr(segmenter, "backend", None) or getattr(segmenter, "device", "?")
+    info = state.reader.info
     print(f"{n} frames, {len(objects)} object(s), {n / elapsed:.2f} fps, peak RSS {memory.peak_mb:.0f} MB")
+    print(f"  machine: {compute.cpu_count()} CPU cores, fp32 matmul peak {peak:.0f} GFLOP/s (numpy)")
+    print(f"  segmenter: {segmenter.name} on {runs_on}, encoder input {16 * grid[1]}x{16 * grid[0]} "
+          f"for {info.width}x{info.height} frames")
     for stage, ms in stages.items():
         print(f"  {stage:10s} {ms:8.1f} ms/frame")
     ratio = f"{rest / encoder:.2f}" if encoder else "n/a (no encoder time: embeddings cached?)"
     print(f"  everything but the encoder: {rest:.1f} ms/frame = {ratio} x encoder")
+    print(f"  {compute.encoder_line(compute.encoder_macs(segmenter, frame), encoder, peak)}")
     return 0
 
 
