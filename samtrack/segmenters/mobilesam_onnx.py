@@ -48,7 +48,8 @@ class MobileSamOnnx(DecodeOneByOne):
         batched_decoder: str | Path | None = None,
         backend: str = "onnxruntime",
     ) -> None:
-        self._encoder = open_session(Path(encoder_path), backend, threads)
+        self.encoder_path = Path(encoder_path)
+        self._encoder = open_session(self.encoder_path, backend, threads)
         self._decoder = open_session(Path(decoder_path), "onnxruntime", threads)
         self._batched = None if batched_decoder is None else open_session(Path(batched_decoder), "onnxruntime", threads)
         self.backend = backend
