@@ -193,16 +193,15 @@ class VideoPredictor:
         after any already given). Returns object id -> the automatic mask's predicted IoU."""
         from .everything import find_objects
 
-        frame_idx = state.frame_indices[0] if frame_idx is None else frame_idx
-        if frame_idx not in state.frame_indices:
-            raise InputError(f"frame {frame_idx} is not processed", state.video_path)
+        _check_state(state)
+        frame_idx = state.frame_indices[0] if frame_idx is None else _frame(state, frame_idx)
         offset = max(state.objects, default=0)
         with self.timings.measure("automask"):
             found = find_objects(self.pipeline.segmenter, state.reader.read(frame_idx), frame_idx,
                                  self.config.everything, log=log)
         if offset + len(found) > 254:
-            raise InputError(f"{offset} objects given and {len(found)} found: at most 254 fit in a label map",
-                             state.video_path)
+            raise ValueError(f"{offset} objects given and {len(found)} found: at most 254 fit in a label map "
+                             "(lower everything.max_objects)")
         for f in found:
             f.prompt.obj_id += offset
         if found:

@@ -137,3 +137,21 @@ def test_davis_unsupervised_writes_results_without_annotations_used(squares, tmp
     assert np.array_equal(last > 0, truth[4][0] | truth[4][1])
     assert main(["eval", "davis", "--root", str(root), "--year", "2016", "--method", "everything",
                  "--out", str(out)]) == 2
+
+
+def test_api_add_everything(squares):
+    from samtrack.api import VideoPredictor
+    from samtrack.config import load_config
+
+    frames, truth = squares
+    config = load_config("everything", ["everything.automask.points_per_side=8", "redetect.enabled=false"])
+    predictor = VideoPredictor.from_config(config)
+    state = predictor.init_state(frames)
+    scores = predictor.add_everything(state)
+    assert sorted(scores) == [1, 2] and all(s == pytest.approx(0.95) for s in scores.values())
+    last = list(predictor.segment_video(state))[-1]
+    assert np.array_equal(last.label_map > 0, truth[4][0] | truth[4][1])
+    with pytest.raises(ValueError, match="frame_idx"):
+        predictor.add_everything(state, frame_idx=99)
+    with pytest.raises(TypeError, match="state"):
+        predictor.add_everything("not a state")
