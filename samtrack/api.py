@@ -17,7 +17,7 @@ import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -200,6 +200,35 @@ class VideoPredictor:
                 if backward is not None:
                     _paint_under(current, backward)
                 yield current
+
+    # ------------------------------------------------------------------ export
+    def export(
+        self,
+        state: InferenceState,
+        out: str | Path,
+        formats: Sequence[str],
+        feather: float = 0.0,
+        results: Iterable[FrameResult] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write ``formats`` (names from :data:`samtrack.export.EXPORT_FORMATS`: mattes,
+        cut-outs, COCO RLE, label PNGs, overlay) into the folder ``out``, atomically.
+
+        ``results`` are the frames to export (e.g. kept from :meth:`propagate_in_video`);
+        None segments the whole video with :meth:`segment_video`. ``progress(n)`` is called
+        after each exported frame. Returns the number of frames exported.
+        """
+        from .export import check_available, export_results, parse_formats
+
+        formats = parse_formats(formats, source="formats")
+        check_available(formats)
+        info = state.reader.info
+        names = {o.obj_id: o.name for o in state.objects.values()}
+        if not names:
+            raise InputError("no objects to export: add points, a box or a mask first", state.video_path)
+        fps = info.fps / self.config.video.stride
+        return export_results(out, formats, info, names, fps, self.segment_video(state) if results is None else results,
+                              state.reader.read, feather=feather, progress=progress)
 
     # ------------------------------------------------------------------ helpers
     def _add_and_preview(self, state: InferenceState, obj_id: int, prompt: FramePrompt, name: str | None) -> FrameResult:
