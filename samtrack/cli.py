@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_weights(sub)
     _add_config(sub)
+    _add_app(sub)
     from .eval.commands import add_eval_parser
 
     add_eval_parser(sub, add_config_args)
@@ -357,6 +358,42 @@ def _weights_path(args: argparse.Namespace) -> int:
     from . import weights
 
     print(weights.cached_path(args.name))
+    return 0
+
+
+# ---------------------------------------------------------------------- app
+def _add_app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="the interactive web app: click, propagate, correct, export",
+                       description="Start the local web app (needs samtrack[app]) and open it in the browser.")
+    p.add_argument("video", nargs="*", help="video files or frame folders to open")
+    p.add_argument("--out", default="samtrack-app", metavar="DIR", help="where exports and uploads go [./samtrack-app]")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1: this machine only]")
+    p.add_argument("--port", type=int, default=8765, help="port [8765; 0: any free one]")
+    p.add_argument("--allow-remote", action="store_true", help="allow a --host other machines can reach (a token is printed)")
+    p.add_argument("--no-browser", action="store_true", help="do not open the browser")
+    p.add_argument("--max-upload-mb", type=float, default=1024, metavar="MB", help="largest video the page may upload [1024]")
+    add_config_args(p)
+    p.set_defaults(handler=_app)
+
+
+def _app(args: argparse.Namespace) -> int:
+    try:
+        from .app.server import serve
+    except ImportError as exc:
+        raise SamtrackError(f"samtrack app needs the app extra ({exc.name} is missing): pip install 'samtrack[app]'") from None
+    from .api import VideoPredictor
+
+    source, note = config_source(args)
+    config = config_from_args(args, source=source)
+    log = stderr_logger(False)
+
+    def predictor() -> VideoPredictor:
+        if note:
+            log(note)
+        return VideoPredictor.from_config(config, log=log)
+
+    serve(predictor, args.video, args.out, host=args.host, port=args.port, allow_remote=args.allow_remote,
+          open_browser=not args.no_browser, max_upload_mb=args.max_upload_mb, log=log)
     return 0
 
 
