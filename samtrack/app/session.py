@@ -26,7 +26,7 @@ from ..errors import InputError, SamtrackError
 from ..outputs import read_label_png, write_label_png
 from ..palette import davis_palette
 from ..pipeline import FrameResult
-from ..video import VideoReader, open_video
+from ..video import RecentFrames, VideoReader, open_video
 
 MAX_OBJECTS = 254  # object ids are 1..254, as in clicks.json
 DIRECTIONS = ("forward", "backward", "both")
@@ -92,7 +92,11 @@ class EditSession:
         self.out_dir = out_dir
         self.model_lock = model_lock  # one predictor serves every session: one model user at a time
         self.log = log
-        self.state: InferenceState = predictor.init_state(self.video)
+        # The frame a user clicks on is read once, not on every click (RecentFrames), and the
+        # tracker's window stays in memory as in `samtrack run`.
+        config = predictor.config
+        self.state: InferenceState = predictor.init_state(
+            RecentFrames(open_video(self.video), size=config.tracking_window + config.tracker.lookback + 1))
         # A second reader for the page's frames: the job's reader seeks on its own thread.
         self._frames: VideoReader = open_video(self.video)
         self._frames_lock = threading.Lock()

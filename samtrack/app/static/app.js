@@ -68,7 +68,8 @@ async function refreshSessions(selectId) {
   for (const s of sessions) {
     const option = document.createElement("option");
     option.value = s.id;
-    option.textContent = `${s.video} (${s.n_frames} frames, ${s.width}x${s.height})`;
+    const shown = s.frames.length === s.n_frames ? `${s.n_frames} frames` : `${s.frames.length} of ${s.n_frames} frames`;
+    option.textContent = `${s.video} (${shown}, ${s.width}x${s.height})`;
     select.appendChild(option);
   }
   const id = selectId || (sessions[0] && sessions[0].id);
