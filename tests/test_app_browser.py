@@ -5,7 +5,7 @@ the last frame, exports and downloads the zip, and reads the exported files back
 
 Skipped with a reason when chromium or Playwright is missing, unless SAMTRACK_REQUIRE_BROWSER=1
 (CI) makes that a failure. Screenshots go to the test's tmp folder (path printed); with
-SAMTRACK_SCREENSHOTS=DIR they are copied there too. Kept short: the first 8 frames of the clip.
+SAMTRACK_SCREENSHOTS=DIR they are copied there too. Kept short: the first 6 frames of the clip.
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from PIL import Image
 from .conftest import REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-N_FRAMES = 8
+N_FRAMES = 6
 BEAR_CLICK = (311, 290)  # on the bear's body in frame 0 (examples/clicks.json)
+NEGATIVE_CLICK = (110, 400)  # the rock under the bear's front, inside the mask on the last frame
 
 
 def _require(what: str) -> None:
@@ -128,6 +129,21 @@ def test_click_propagate_scrub_export(browser, mobilesam_checkpoint: Path, tmp_p
         covered = np.abs(canvas_pixels(page).astype(int) - frame.astype(int)).sum(-1) > 40
         assert 0.03 < covered.mean() < 0.4 and covered[y - 10 : y + 10, x - 10 : x + 10].mean() > 0.5
 
+        # Correct the last frame: a right-click (negative point) inside the mask shrinks it;
+        # Ctrl+Z gives the frame back exactly as propagation left it.
+        propagated = canvas_pixels(page)
+        drawn = page.get_attribute("#canvas", "data-drawn")
+        click_canvas(page, *NEGATIVE_CLICK, button="right")
+        page.wait_for_function(f"document.getElementById('canvas').dataset.drawn !== '{drawn}'")
+        page.screenshot(path=str(shots / "3-correction.png"))
+        corrected = np.abs(canvas_pixels(page).astype(int) - frame.astype(int)).sum(-1) > 40
+        print(f"browser: correction -> {page.inner_text('#status')}; covered {covered.mean():.3f} -> {corrected.mean():.3f}")
+        assert corrected.mean() < covered.mean() - 0.005
+        drawn = page.get_attribute("#canvas", "data-drawn")
+        page.keyboard.press("Control+z")
+        page.wait_for_function(f"document.getElementById('canvas').dataset.drawn !== '{drawn}'")
+        assert np.array_equal(canvas_pixels(page), propagated)
+
         # Export (the page's default formats: matte PNGs, FFV1 matte, VP9 cut-out) and download.
         page.click("#export")
         page.wait_for_selector("body[data-job='export:done']", timeout=60_000)
@@ -135,7 +151,7 @@ def test_click_propagate_scrub_export(browser, mobilesam_checkpoint: Path, tmp_p
             page.click("#downloads a")
         archive = tmp_path / "export.zip"
         download.value.save_as(archive)
-        page.screenshot(path=str(shots / "3-exported.png"))
+        page.screenshot(path=str(shots / "4-exported.png"))
         assert not errors, errors
         assert page.is_hidden("#error")
 

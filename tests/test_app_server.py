@@ -131,6 +131,19 @@ def test_edit_propagate_correct_export(app_env) -> None:
         assert np.array_equal(result == 1, red_square(t)), t
         assert (result == 2).sum() == 80, t
 
+    # A correction on a propagated frame starts from the points tracked there: a negative
+    # click off the object keeps its mask; undo gives the frame back as propagation left it.
+    propagated = labels(client, sid, 5)
+    tracked = client.get(f"/api/sessions/{sid}/frames/5/info").json()["points"]["1"]
+    r = client.post(f"/api/sessions/{sid}/clicks", json={"frame": 5, "obj_id": 1, "x": 2, "y": 38, "label": 0})
+    assert r.status_code == 200, r.text
+    clicks = client.get(f"/api/sessions/{sid}/frames/5/info").json()["prompts"][0]["clicks"]
+    assert clicks[-1] == [2.0, 38.0, 0] and [c[:2] for c in clicks[:-1]] == [p[:2] for p in tracked if p[2] == 1 and p[3]]
+    assert np.array_equal(labels(client, sid, 5) == 1, red_square(5))
+    client.post(f"/api/sessions/{sid}/undo")
+    assert client.get(f"/api/sessions/{sid}/frames/5/info").json()["prompts"] == []
+    assert np.array_equal(labels(client, sid, 5), propagated)
+
     # Correct frame 6 (delete-and-redo style: a click for a third object), propagate forward from it.
     client.post(f"/api/sessions/{sid}/objects", json={"name": "background square"})
     r = client.post(f"/api/sessions/{sid}/clicks", json={"frame": 6, "obj_id": 3, "x": 45, "y": 30, "label": 1})
@@ -201,6 +214,7 @@ def test_cancel_propagation(app_env, monkeypatch) -> None:
     ("post", "/api/sessions/{sid}/clicks", {"frame": 50, "obj_id": 1, "x": 5, "y": 5}, 400, "frame 50 is out of range"),
     ("post", "/api/sessions/{sid}/clicks", {"frame": 0, "obj_id": 9, "x": 5, "y": 5}, 400, "no object 9"),
     ("post", "/api/sessions/{sid}/clicks", {"frame": 0, "obj_id": 1, "x": 5, "y": 5, "label": 3}, 400, "label must be"),
+    ("post", "/api/sessions/{sid}/clicks", {"frame": 0, "obj_id": 1, "x": 5, "y": 5, "label": 0}, 400, "a negative click needs"),
     ("post", "/api/sessions/{sid}/clicks", {"frame": 0, "obj_id": 1, "x": "a", "y": 5}, 422, "bad request: x"),
     ("post", "/api/sessions/{sid}/clicks", {"frame": 0, "obj": 1, "x": 5, "y": 5}, 422, "bad request"),
     ("post", "/api/sessions/{sid}/box", {"frame": 0, "obj_id": 1, "box": [1, 2, 3]}, 400, "a box is"),

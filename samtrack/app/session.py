@@ -30,6 +30,7 @@ from ..video import RecentFrames, VideoReader, open_video
 
 MAX_OBJECTS = 254  # object ids are 1..254, as in clicks.json
 DIRECTIONS = ("forward", "backward", "both")
+MAX_UNDO = 50  # steps kept; each holds one label map
 
 
 class Busy(SamtrackError):
@@ -106,7 +107,7 @@ class EditSession:
         self._processed = set(self.frame_indices)
         self.names: dict[int, str] = {}
         self.prompts: dict[tuple[int, int], FramePrompts] = {}  # (obj id, frame) -> prompts
-        self.history: list[tuple[int, int, FramePrompts | None]] = []  # undo: (obj, frame, before)
+        self.history: list[_Step] = []
         self.points: dict[int, dict[int, list[list[float]]]] = {}  # frame -> obj -> [x, y, label, visible]
         # Results live under the output folder too: the app writes nowhere else.
         self.work = out_dir / ".work" / session_id
@@ -203,7 +204,7 @@ class EditSession:
             self.state.objects.pop(obj_id, None)
             for key in [k for k in self.prompts if k[0] == obj_id]:
                 del self.prompts[key]
-            self.history = [h for h in self.history if h[0] != obj_id]
+            self.history = [h for h in self.history if h.obj_id != obj_id]
             for frame in list(self.has_result):
                 labels = read_label_png(self._label_path(frame))
                 if (labels == obj_id).any():
@@ -239,53 +240,58 @@ class EditSession:
         return self._edit(frame, obj_id, change)
 
     def undo(self) -> dict:
-        """Take back the last click or box; the frame is decoded again."""
+        """Take back the last click or box: the frame's prompts and masks are as before it."""
         with self._lock:
             self._idle()
             if not self.history:
                 raise InputError("nothing to undo")
-            obj_id, frame, before = self.history.pop()
-            return self._apply(frame, obj_id, before)
+            step = self.history.pop()
+            if step.before is not None:
+                return self._apply(step.frame, step.obj_id, step.before)
+            # The object had no prompt there: drop it and put back the masks the frame had.
+            self.prompts.pop((step.obj_id, step.frame), None)
+            obj = self.state.objects.get(step.obj_id)
+            if obj is not None:
+                obj.prompts = [p for p in obj.prompts if p.frame != step.frame]
+                if not obj.prompts:
+                    del self.state.objects[step.obj_id]
+            write_label_png(self._label_path(step.frame), step.labels)
+            self.points[step.frame] = step.points
+            if not step.had_result:
+                self.has_result.discard(step.frame)
+            self.revision += 1
+            return {"frame": step.frame, "scores": {}, "revision": self.revision}
 
     def _edit(self, frame: int, obj_id: int, change: Callable[[FramePrompts], None]) -> dict:
         with self._lock:
             self._idle()
             self._check_object(obj_id)
             current = self.prompts.get((obj_id, frame))
-            before = None if current is None else FramePrompts([Click(c.x, c.y, c.label) for c in current.clicks],
-                                                             None if current.box is None else list(current.box))
-            after = FramePrompts(list(before.clicks) if before else [], list(before.box) if before and before.box else None)
+            if current is None:
+                # A correction on a propagated frame starts from the tracked points that made
+                # the mask there, so that one click adds to the mask instead of replacing it.
+                tracked = [Click(x, y, 1) for x, y, label, visible in self.points.get(frame, {}).get(obj_id, [])
+                           if label == 1 and visible]
+                after = FramePrompts(tracked)
+            else:
+                after = FramePrompts(list(current.clicks), None if current.box is None else list(current.box))
             change(after)
+            if not any(c.label == 1 for c in after.clicks) and after.box is None:
+                raise InputError("a negative click needs a positive click or a box for this object on this frame first")
+            step = _Step(obj_id, frame, current, self.label_map(frame), dict(self.points.get(frame, {})), frame in self.has_result)
             result = self._apply(frame, obj_id, after)
-            self.history.append((obj_id, frame, before))
+            self.history.append(step)
+            del self.history[:-MAX_UNDO]
             return result
 
-    def _apply(self, frame: int, obj_id: int, prompts: FramePrompts | None) -> dict:
+    def _apply(self, frame: int, obj_id: int, prompts: FramePrompts) -> dict:
         """Make ``prompts`` the object's prompts on ``frame`` and show the frame's new masks."""
-        if prompts is None or prompts.empty:
-            self.prompts.pop((obj_id, frame), None)
-            obj = self.state.objects.get(obj_id)
-            if obj is not None:
-                obj.prompts = [p for p in obj.prompts if p.frame != frame]
-                if not obj.prompts:
-                    del self.state.objects[obj_id]
-            others = [o for (o, f), p in self.prompts.items() if f == frame and not p.empty]
-            if others:
-                # Re-adding another object's own prompt decodes the frame with what is left.
-                preview = self._decode(frame, others[0], self.prompts[(others[0], frame)])
-            else:
-                preview = None
-            labels = self.label_map(frame)
-            labels[labels == obj_id] = 0
-            self._store(frame, labels, preview, prompted={obj_id} | set(others))
-        else:
-            self.prompts[(obj_id, frame)] = prompts
-            preview = self._decode(frame, obj_id, prompts)
-            prompted = {o for (o, f), p in self.prompts.items() if f == frame and not p.empty}
-            self._store(frame, self.label_map(frame), preview, prompted)
+        preview = self._decode(frame, obj_id, prompts)
+        self.prompts[(obj_id, frame)] = prompts
+        prompted = {o for (o, f), p in self.prompts.items() if f == frame and not p.empty}
+        self._store(frame, self.label_map(frame), preview, prompted)
         self.revision += 1
-        scores = {} if preview is None else {str(o): round(s, 3) for o, s in preview.scores.items()}
-        return {"frame": frame, "scores": scores, "revision": self.revision}
+        return {"frame": frame, "scores": {str(o): round(s, 3) for o, s in preview.scores.items()}, "revision": self.revision}
 
     def _decode(self, frame: int, obj_id: int, prompts: FramePrompts) -> FrameResult:
         points = [[c.x, c.y] for c in prompts.clicks]
@@ -473,6 +479,19 @@ class EditSession:
 
     def _label_path(self, frame: int) -> Path:
         return self.work / f"{frame:06d}.png"
+
+
+@dataclass
+class _Step:
+    """What one click or box changed, to undo it: the object's prompts on the frame before it
+    (None: it had none) and the frame's masks and points before it."""
+
+    obj_id: int
+    frame: int
+    before: FramePrompts | None
+    labels: np.ndarray
+    points: dict
+    had_result: bool
 
 
 class _Cancelled(Exception):
