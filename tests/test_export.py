@@ -271,3 +271,27 @@ def test_api_export(tmp_path: Path, fake_models) -> None:
     assert alpha.shape == (40, 60) and alpha[16, 28] == 255 and alpha[5, 50] == 0
     data = json.loads((tmp_path / "api" / "coco_rle.json").read_text())
     assert data["objects"][0]["name"] == "square" and len(data["objects"][0]["segmentations"]) == 6
+
+
+def test_vp9_export_works_with_decord_loaded_first(tmp_path: Path) -> None:
+    """decord's bundled libvpx, loaded globally, must not capture PyAV's VP9 encoder (import
+    order, see samtrack/video.py); a fresh process, since this process has both loaded already."""
+    import subprocess
+    import sys
+
+    code = f"""
+import samtrack.api  # the pipeline and its video readers (decord) first, as samtrack run does
+import numpy as np
+from pathlib import Path
+from samtrack.export import export_results
+from samtrack.pipeline import FrameResult
+from samtrack.video import VideoInfo
+label = np.zeros((48, 64), np.uint8); label[5:20, 5:30] = 1
+frame = np.full((48, 64, 3), 90, np.uint8)
+info = VideoInfo(path=Path("x.mp4"), n_frames=2, fps=24.0, height=48, width=64)
+export_results(Path({str(tmp_path / 'out')!r}), ["cutout-webm"], info, {{1: None}}, 24.0,
+               [FrameResult(0, label), FrameResult(1, label)], lambda i: frame)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(_decode(tmp_path / "out" / "cutout" / "object_1.webm", "rgba", "libvpx-vp9")[0]) == 2
