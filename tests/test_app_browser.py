@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -50,12 +51,13 @@ def browser():
 
 
 def canvas_pixels(page) -> np.ndarray:
-    data = page.evaluate("""() => {
-        const c = document.getElementById('canvas');
-        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
-    }""")
-    width, height = page.evaluate("() => [canvas.width, canvas.height]")
-    return np.asarray(data, np.uint8).reshape(height, width, 4)[..., :3]
+    """The canvas's RGB pixels, exactly (a PNG data URL: fast, where getImageData's numbers
+    through JSON take seconds)."""
+    import base64
+
+    url = page.evaluate("() => document.getElementById('canvas').toDataURL('image/png')")
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def click_canvas(page, x: float, y: float, button: str = "left") -> None:
@@ -72,6 +74,11 @@ def test_click_propagate_scrub_export(browser, mobilesam_checkpoint: Path, tmp_p
     from samtrack.config import load_config
     from samtrack.palette import davis_palette
 
+    started = time.perf_counter()
+
+    def phase(name: str) -> None:
+        print(f"browser test: {name} at {time.perf_counter() - started:.1f} s")
+
     config = load_config("samtrack", [f"video.max_frames={N_FRAMES}", f"segmenter.checkpoint={mobilesam_checkpoint}"])
     predictor = VideoPredictor.from_config(config, log=lambda m: None)
     predictor.keep_recent_embeddings(4)
@@ -83,8 +90,10 @@ def test_click_propagate_scrub_export(browser, mobilesam_checkpoint: Path, tmp_p
         page = browser.new_page(viewport={"width": 1300, "height": 760}, accept_downloads=True)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        phase("model loaded, server up")
         page.goto(url)
         page.wait_for_selector("#canvas[data-drawn^='0:']")
+        phase("page shown")
         before = canvas_pixels(page)
         assert before.shape == (480, 854, 3)
 
@@ -112,11 +121,13 @@ def test_click_propagate_scrub_export(browser, mobilesam_checkpoint: Path, tmp_p
         page.wait_for_function(f"document.getElementById('canvas').dataset.drawn !== '{drawn}'")
         print(f"browser: second click -> {page.inner_text('#status')}")
 
+        phase("clicked")
         # Propagate forward from frame 0; results stream in; wait for the end.
         page.click("#prop-forward")
         page.wait_for_selector("body[data-job='propagate:done']", timeout=120_000)
         assert page.evaluate("document.getElementById('progress').value") == N_FRAMES
 
+        phase("propagated")
         # Scrub to the last frame: the bear is still covered.
         page.evaluate("""() => { const s = document.getElementById('scrub'); s.value = s.max;
                                  s.dispatchEvent(new Event('input')); }""")
@@ -144,6 +155,7 @@ def test_click_propagate_scrub_export(browser, mobilesam_checkpoint: Path, tmp_p
         page.wait_for_function(f"document.getElementById('canvas').dataset.drawn !== '{drawn}'")
         assert np.array_equal(canvas_pixels(page), propagated)
 
+        phase("corrected")
         # Export (the page's default formats: matte PNGs, FFV1 matte, VP9 cut-out) and download.
         page.click("#export")
         page.wait_for_selector("body[data-job='export:done']", timeout=60_000)
@@ -152,6 +164,7 @@ def test_click_propagate_scrub_export(browser, mobilesam_checkpoint: Path, tmp_p
         archive = tmp_path / "export.zip"
         download.value.save_as(archive)
         page.screenshot(path=str(shots / "4-exported.png"))
+        phase("exported")
         assert not errors, errors
         assert page.is_hidden("#error")
 
