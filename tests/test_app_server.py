@@ -319,3 +319,25 @@ def test_cli_refuses_remote_host_without_flag(tmp_path: Path, capsys) -> None:
     assert err.count("\n") == 1 and "--allow-remote" in err
     assert main(["app", str(tmp_path / "missing.mp4"), "--no-browser", "--out", str(tmp_path / "o")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_access_token_and_serve_prints_url(tmp_path: Path, predictor, monkeypatch) -> None:
+    import uvicorn
+
+    from samtrack.app.server import access_token, serve
+    from samtrack.errors import SamtrackError
+
+    assert access_token("127.0.0.1", False) is None and access_token("localhost", True) is None
+    with pytest.raises(SamtrackError, match="--allow-remote"):
+        access_token("192.168.1.5", False)
+    token = access_token("192.168.1.5", True)
+    assert len(token) >= 20 and token != access_token("192.168.1.5", True)
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(sockets[0].getsockname()))
+    lines: list[str] = []
+    clip = square_clip(tmp_path / "clip")
+    serve(lambda: predictor, [clip], tmp_path / "out", port=0, open_browser=False, log=lines.append)
+    host, port = served[0]
+    assert host == "127.0.0.1" and port > 0
+    assert any(f"http://127.0.0.1:{port}/" in line for line in lines) and not any("?token=" in line or "access token" in line for line in lines)

@@ -267,6 +267,17 @@ def create_app(
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
+def access_token(host: str, allow_remote: bool) -> str | None:
+    """None for a loopback host; else, with ``allow_remote``, a new random token (refused
+    without it)."""
+    if host in LOCAL_HOSTS:
+        return None
+    if not allow_remote:
+        raise SamtrackError(f"--host {host} lets other machines reach the app; pass --allow-remote as well "
+                            "(a token is then required on every request)")
+    return secrets.token_urlsafe(16)
+
+
 def serve(
     predictor_factory: Callable[[], VideoPredictor],
     videos: Sequence[str | Path],
@@ -290,12 +301,9 @@ def serve(
 
     from ..video import open_video
 
-    if host not in LOCAL_HOSTS and not allow_remote:
-        raise SamtrackError(f"--host {host} lets other machines reach the app; pass --allow-remote as well "
-                            "(a token is then required on every request)")
+    token = access_token(host, allow_remote)
     for video in videos:
         open_video(video).close()  # a bad file fails now, in one line, before the model loads
-    token = secrets.token_urlsafe(16) if host not in LOCAL_HOSTS else None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
