@@ -161,7 +161,7 @@ def test_edit_propagate_correct_export(app_env) -> None:
     assert not (labels(client, sid, 7) == 3).any()
 
     # Export mattes and COCO, then download the zip and one file.
-    job = client.post(f"/api/sessions/{sid}/export", json={"formats": ["matte-png", "matte-ffv1"], "feather": 0}).json()
+    job = client.post(f"/api/sessions/{sid}/export", json={"formats": ["matte-png", "matte-ffv1", "overlay"], "feather": 0}).json()
     assert job["kind"] == "export" and job["total"] == N
     job = wait_job(client, sid)
     assert job["state"] == "done", job
@@ -171,7 +171,7 @@ def test_edit_propagate_correct_export(app_env) -> None:
     assert zipped.status_code == 200
     with zipfile.ZipFile(io.BytesIO(zipped.content)) as archive:
         names = set(archive.namelist())
-        assert {"matte/object_1.mkv", "matte/object_2.mkv", "matte/object_1/00007.png"} <= names
+        assert {"matte/object_1.mkv", "matte/object_2.mkv", "matte/object_1/00007.png", "overlay.mp4"} <= names
         matte = np.asarray(Image.open(io.BytesIO(archive.read("matte/object_1/00007.png"))))
     assert np.array_equal(matte == 255, red_square(7))
     one = client.get(f"/api/sessions/{sid}/exports/{name}/files/matte/object_1/00003.png")

@@ -25,7 +25,7 @@ from ..api import InferenceState, VideoPredictor
 from ..errors import InputError, SamtrackError
 from ..outputs import read_label_png, write_label_png
 from ..palette import davis_palette
-from ..pipeline import FrameResult
+from ..pipeline import FrameResult, ObjectPoints
 from ..video import RecentFrames, VideoReader, open_video
 
 MAX_OBJECTS = 254  # object ids are 1..254, as in clicks.json
@@ -392,7 +392,8 @@ class EditSession:
             for frame in frames:
                 if job.cancel.is_set():
                     raise _Cancelled()
-                yield FrameResult(frame_index=frame, label_map=read_label_png(self._label_path(frame)))
+                yield FrameResult(frame_index=frame, label_map=read_label_png(self._label_path(frame)),
+                                  points=_object_points(self.points.get(frame, {})))
 
         def progress(n: int) -> None:
             job.done = n
@@ -501,6 +502,15 @@ class _Cancelled(Exception):
 def _points(result: FrameResult) -> dict[int, list[list[float]]]:
     return {o: [[round(float(x), 1), round(float(y), 1), int(l), int(v)] for (x, y), l, v in zip(p.xy, p.labels, p.visible)]
             for o, p in result.points.items()}
+
+
+def _object_points(points: dict[int, list[list[float]]]) -> dict[int, ObjectPoints]:
+    """The kept [x, y, label, visible] rows back as the pipeline's points (for the overlay)."""
+    out = {}
+    for obj_id, rows in points.items():
+        table = np.asarray(rows, np.float32).reshape(-1, 4)
+        out[obj_id] = ObjectPoints(xy=table[:, :2], visible=table[:, 3] > 0, labels=table[:, 2].astype(np.int32))
+    return out
 
 
 def _clean_name(name: str | None) -> str:
