@@ -97,6 +97,11 @@ def test_click_propagate_scrub_export(browser, mobilesam_checkpoint: Path, tmp_p
         before = canvas_pixels(page)
         assert before.shape == (480, 854, 3)
 
+        # A negative click with no positive one yet: a one-line message in the page.
+        click_canvas(page, 600, 100, button="right")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "a negative click needs a positive click" in page.inner_text("#error")
+
         # One click on the bear: its mask appears in the object's colour around the click.
         drawn = page.get_attribute("#canvas", "data-drawn")
         click_canvas(page, *BEAR_CLICK)
@@ -124,8 +129,15 @@ def test_click_propagate_scrub_export(browser, mobilesam_checkpoint: Path, tmp_p
         phase("clicked")
         # Propagate forward from frame 0; results stream in; wait for the end.
         page.click("#prop-forward")
+        # Close the browser tab mid-propagation: the pass goes on; a new tab picks it up.
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('propagate')")
+        page.close()
+        page = browser.new_page(viewport={"width": 1300, "height": 760}, accept_downloads=True)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
         page.wait_for_selector("body[data-job='propagate:done']", timeout=120_000)
-        assert page.evaluate("document.getElementById('progress').value") == N_FRAMES
+        job = page.request.get(f"{url}api/sessions/{page.eval_on_selector('#session', 'e => e.value')}/job").json()["job"]
+        assert job["state"] == "done" and job["done"] == N_FRAMES
 
         phase("propagated")
         # Scrub to the last frame: the bear is still covered.

@@ -90,7 +90,8 @@ async function openSession(id) {
   else active = session.objects[0].id;
   renderDownloads(session.exports);
   await show(0);
-  if (session.job && session.job.state === "running") startPolling();
+  if (session.job && session.job.state === "running") startPolling();  // e.g. the page was reloaded mid-pass
+  else if (session.job) document.body.dataset.job = `${session.job.kind}:${session.job.state}`;
 }
 
 async function reloadSession() {
