@@ -141,13 +141,13 @@ class EditSession:
         self.check_frame(frame)
         data = self._jpeg.get(frame)
         if data is None:
-            with self._frames_lock:
+            with self._frames_lock:  # requests come on several threads; the reader seeks
                 rgb = self._frames.read(frame)
-            ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-            data = encoded.tobytes()
-            self._jpeg[frame] = data
-            while len(self._jpeg) > 64:  # a few MB: scrubbing back stays fast
-                del self._jpeg[next(iter(self._jpeg))]
+                ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+                data = encoded.tobytes()
+                self._jpeg[frame] = data
+                while len(self._jpeg) > 64:  # a few MB: scrubbing back stays fast
+                    del self._jpeg[next(iter(self._jpeg))]
         return data
 
     def label_map(self, frame: int) -> np.ndarray:
