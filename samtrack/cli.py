@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_weights(sub)
     _add_config(sub)
+    _add_app(sub)
     from .eval.commands import add_eval_parser
 
     add_eval_parser(sub, add_config_args)
@@ -144,7 +145,8 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[Override] = (), s
 # ---------------------------------------------------------------------- run
 # Everything `samtrack run` writes into --out: an existing folder holding only these is a
 # previous result, which a new run may replace.
-RESULT_ENTRIES = frozenset({"masks", "overlay.mp4", "tracks.json", "config.yaml", "instances.json"})
+RESULT_ENTRIES = frozenset({"masks", "overlay.mp4", "tracks.json", "config.yaml", "matte", "cutout", "coco_rle.json",
+                            "instances.json"})
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -165,6 +167,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, help="process at most N frames")
     p.add_argument("--longest-side", type=int, help="resize frames to this longest side for processing")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--export", action="append", default=[], metavar="FORMATS",
+                   help="also write these formats, comma-separated or repeated: matte-png, matte-ffv1, matte-luma, "
+                        "cutout-png, cutout-webm, cutout-mov, coco, or all (see README, Exports)")
+    p.add_argument("--feather", type=float, default=0.0, metavar="PX", help="soften matte and cut-out edges over PX pixels")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run)
 
@@ -193,6 +199,13 @@ def _run(args: argparse.Namespace) -> int:
         objects = []
     else:
         objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
+    from .export import check_available, parse_formats
+
+    # Label PNGs and the overlay are run's own outputs already.
+    formats = [f for f in parse_formats(args.export) if f not in ("labels", "overlay")]
+    check_available(formats)
+    if args.feather < 0:
+        raise SamtrackError(f"--feather must be >= 0, got {args.feather}")
     # The overlay needs frames the pipeline has just read, a tracking window at a time: keep
     # them rather than decode (and seek back for) each frame twice.
     state = InferenceState.open(RecentFrames(open_video(args.input), size=config.tracking_window + config.tracker.lookback + 1), config.video)
@@ -217,6 +230,7 @@ def _run(args: argparse.Namespace) -> int:
         recorder = TracksRecorder(info, names) if config.output.tracks else None
         instances = InstanceRecorder(sorted(names), first_scores) if config.output.instances else None
         overlay = stack.enter_context(_overlay_writer(staging / "overlay.mp4", info.fps, config)) if config.output.overlay else None
+        exporter = stack.enter_context(_exporter(staging, formats, info, names, config, args.feather)) if formats else None
         progress = stack.enter_context(tqdm(total=len(state.frame_indices), unit="frame", desc="samtrack",
                                             file=sys.stderr, disable=args.quiet))
         for result in predictor.segment_video(state):
@@ -228,6 +242,9 @@ def _run(args: argparse.Namespace) -> int:
                     instances.add(result)
                 if overlay is not None:
                     overlay.write(state.reader.read(result.frame_index), result.label_map, _drawings(result))
+                if exporter is not None:
+                    frame = state.reader.read(result.frame_index) if exporter.needs_frames else None
+                    exporter.add(result.frame_index, frame, result.label_map)
             progress.update(1)
         stack.close()  # finish overlay.mp4 inside the staging folder before it is committed
         if recorder is not None:
@@ -348,6 +365,12 @@ def _overlay_writer(path: Path, fps: float, config: Config):
                          radius=config.output.point_radius)
 
 
+def _exporter(folder: Path, formats: list[str], info, names, config: Config, feather: float):
+    from .export import Exporter
+
+    return Exporter(folder, formats, info, names, fps=info.fps / config.video.stride, feather=feather)
+
+
 def _drawings(result):
     from .overlay import PointsDrawing
 
@@ -434,6 +457,42 @@ def _weights_path(args: argparse.Namespace) -> int:
     from . import weights
 
     print(weights.cached_path(args.name))
+    return 0
+
+
+# ---------------------------------------------------------------------- app
+def _add_app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="the interactive web app: click, propagate, correct, export",
+                       description="Start the local web app (needs samtrack[app]) and open it in the browser.")
+    p.add_argument("video", nargs="*", help="video files or frame folders to open")
+    p.add_argument("--out", default="samtrack-app", metavar="DIR", help="where exports and uploads go [./samtrack-app]")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1: this machine only]")
+    p.add_argument("--port", type=int, default=8765, help="port [8765; 0: any free one]")
+    p.add_argument("--allow-remote", action="store_true", help="allow a --host other machines can reach (a token is printed)")
+    p.add_argument("--no-browser", action="store_true", help="do not open the browser")
+    p.add_argument("--max-upload-mb", type=float, default=1024, metavar="MB", help="largest video the page may upload [1024]")
+    add_config_args(p)
+    p.set_defaults(handler=_app)
+
+
+def _app(args: argparse.Namespace) -> int:
+    try:
+        from .app.server import serve
+    except ImportError as exc:
+        raise SamtrackError(f"samtrack app needs the app extra ({exc.name} is missing): pip install 'samtrack[app]'") from None
+    from .api import VideoPredictor
+
+    source, note = config_source(args)
+    config = config_from_args(args, source=source)
+    log = stderr_logger(False)
+
+    def predictor() -> VideoPredictor:
+        if note:
+            log(note)
+        return VideoPredictor.from_config(config, log=log)
+
+    serve(predictor, args.video, args.out, host=args.host, port=args.port, allow_remote=args.allow_remote,
+          open_browser=not args.no_browser, max_upload_mb=args.max_upload_mb, log=log)
     return 0
 
 
