@@ -1,7 +1,7 @@
 """Video instance segmentation metrics: the YouTube-VIS / UVO video-level AP and AR.
 
-Our own implementation of the official evaluation (``YTVOSeval`` of youtubevos/cocoapi, which
-the UVO benchmark uses): a ground-truth object and a predicted one are compared by their
+Our own implementation of the official evaluation (``YTVOSeval`` of youtubevos/cocoapi, the
+video evaluation public UVO scripts call; UVO's own kit could not be fetched here): a ground-truth object and a predicted one are compared by their
 spatio-temporal mask IoU (intersections summed over the frames, over unions summed over the
 frames), objects are matched greedily by score at IoU thresholds 0.50:0.05:0.95, and precision
 (101 recall points) and recall are averaged as COCO does, for area ranges of the objects' mean
