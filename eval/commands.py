@@ -193,3 +193,41 @@ def _submission(args: argparse.Namespace) -> int:
     youtubevos.write_submission(out, zip_path, names, benchmark)
     print(f"-> {zip_path} ({benchmark.title}, {len(names)} videos; upload to {benchmark.server})")
     return 0
+
+
+# ---------------------------------------------------------------------- batch
+def add_batch_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("batch", help="segment many videos, each with its prompts, from a manifest",
+                       description="Segment every video of a manifest (JSON Lines or CSV rows of video, "
+                                   "points|mask, out) as `samtrack run` does, into <out>/<row's out>/.")
+    p.add_argument("manifest", metavar="MANIFEST", help="rows of video, points (clicks.json) or mask (PNG) "
+                                                        "[, mask_frame], out; .jsonl or .csv (see README)")
+    p.add_argument("--out", required=True, metavar="DIR", help="each row's results go into DIR/<its out>, "
+                                                               "batch-runs.csv into DIR")
+    p.add_argument("--resume", action="store_true", help="skip rows already finished with the same config and prompts")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_runner_args(p)
+    add_config_args(p)
+    p.set_defaults(handler=_batch)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from ..cli import check_replaceable, config_from_args, stderr_logger
+    from . import batch, jobs, report
+    from .runner import write_runs_csv
+
+    config = config_from_args(args)
+    runner = jobs.runner_from_args(args)
+    items = batch.load_manifest(args.manifest)
+    out = _output_folder(args.out)
+    # Each row's folder is replaced whole on success: refuse one holding inputs or others' files.
+    for item in items:
+        check_replaceable(out / item.out, [item.video, item.prompt])
+    log = stderr_logger(args.quiet)
+    outcome = jobs.run_jobs(batch.batch_jobs(items, out, config), config, runner, resume=args.resume,
+                            log=log, quiet=args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    write_runs_csv(outcome.runs, out / "batch-runs.csv", outcome.failed)
+    print(report.runs_table(outcome.runs))
+    print(f"-> {out} ({len(outcome.runs)} of {len(items)} videos)")
+    return _failed(outcome, "the others are finished")

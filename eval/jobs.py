@@ -390,7 +390,7 @@ def _show(bar: tqdm, in_flight: dict, outcome: Outcome, frames: int, started: fl
     if bar.disable:
         return
     elapsed = max(time.perf_counter() - started, 1e-9)
-    bar.set_postfix(running=len(in_flight), failed=len(outcome.failed), fps=f"{frames / elapsed:.2f}", refresh=True)
+    bar.set_postfix({"running": len(in_flight), "failed": len(outcome.failed), "frames/s": f"{frames / elapsed:.2f}"})
 
 
 def _remove_staging(jobs: Iterable[Job]) -> None:

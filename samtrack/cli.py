@@ -1,4 +1,4 @@
-"""The ``samtrack`` command: ``run``, ``eval``, ``weights``, ``config``.
+"""The ``samtrack`` command: ``run``, ``eval``, ``batch``, ``weights``, ``config``.
 
 User mistakes end as one line on stderr and exit code 2 (3 for weights problems); only bugs
 show a traceback.
@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Sequence, get_args
 
@@ -50,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_weights(sub)
     _add_config(sub)
-    from .eval.commands import add_eval_parser
+    from .eval.commands import add_batch_parser, add_eval_parser
 
     add_eval_parser(sub, add_config_args)
+    add_batch_parser(sub, add_config_args)
     return parser
 
 
@@ -100,7 +100,7 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[str] = (), source
 # ---------------------------------------------------------------------- run
 # Everything `samtrack run` writes into --out: an existing folder holding only these is a
 # previous result, which a new run may replace.
-RESULT_ENTRIES = frozenset({"masks", "overlay.mp4", "tracks.json", "config.yaml"})
+RESULT_ENTRIES = frozenset({"masks", "overlay.mp4", "tracks.json", "config.yaml", "run.json"})  # run.json: batch
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -123,10 +123,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .api import InferenceState, VideoPredictor
-    from .outputs import StagedOutputDir, TracksRecorder, write_label_png
+    from .api import VideoPredictor
+    from .outputs import StagedOutputDir
     from .prompts import load_clicks, load_mask_prompt
-    from .video import RecentFrames, open_video
+    from .results import open_state, write_results
 
     extra = [f"video.{key}={value}" for key, value in
              (("start", args.start), ("stride", args.stride), ("max_frames", args.max_frames),
@@ -141,41 +141,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.points and args.mask_frame is not None:
         raise SamtrackError("--mask-frame goes with --mask; clicks.json gives each prompt's frame itself")
     objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
-    # The overlay needs frames the pipeline has just read, a tracking window at a time: keep
-    # them rather than decode (and seek back for) each frame twice.
-    state = InferenceState.open(RecentFrames(open_video(args.input), size=config.tracking_window + config.tracker.lookback + 1), config.video)
+    state = open_state(args.input, config)
     state.add_objects(objects, prompt_path)
     out = Path(args.out)
-    _check_replaceable(out, [Path(args.input), prompt_path])
+    check_replaceable(out, [Path(args.input), prompt_path])
     log = stderr_logger(args.quiet)
     if preset_note:
         log(preset_note)  # the device's default tracker and preset, said at start
     predictor = VideoPredictor.from_config(config, log=log)
-    info = state.reader.info
-    names = {o.obj_id: o.name for o in objects}
 
     started = time.perf_counter()
-    with StagedOutputDir(out) as staging, ExitStack() as stack:
-        (staging / "masks").mkdir()
-        recorder = TracksRecorder(info, names) if config.output.tracks else None
-        overlay = stack.enter_context(_overlay_writer(staging / "overlay.mp4", info.fps, config)) if config.output.overlay else None
-        progress = stack.enter_context(tqdm(total=len(state.frame_indices), unit="frame", desc="samtrack",
-                                            file=sys.stderr, disable=args.quiet))
-        for result in predictor.segment_video(state):
-            with predictor.timings.measure("io"):
-                write_label_png(staging / "masks" / f"{result.frame_index:05d}.png", result.label_map)
-                if recorder is not None:
-                    recorder.add(result)
-                if overlay is not None:
-                    overlay.write(state.reader.read(result.frame_index), result.label_map, _drawings(result))
-            progress.update(1)
-        stack.close()  # finish overlay.mp4 inside the staging folder before it is committed
-        if recorder is not None:
-            recorder.write(staging / "tracks.json")
-        (staging / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    with StagedOutputDir(out) as staging, tqdm(total=len(state.frame_indices), unit="frame", desc="samtrack",
+                                               file=sys.stderr, disable=args.quiet) as progress:
+        n = write_results(predictor, state, {o.obj_id: o.name for o in objects}, staging, lambda: progress.update(1))
     elapsed = time.perf_counter() - started
 
-    n = len(state.frame_indices)
     stages = ", ".join(f"{k} {v:.0f}" for k, v in predictor.timings.per_frame(n).items())
     print(f"samtrack: {n} frames, {len(objects)} object(s), {n / elapsed:.2f} fps -> {out}")
     print(f"  ms/frame: {stages}")
@@ -221,7 +201,7 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_replaceable(out: Path, inputs: Sequence[Path]) -> None:
+def check_replaceable(out: Path, inputs: Sequence[Path]) -> None:
     """Refuse an ``--out`` that a successful run must not replace, since the whole folder goes:
     a file, a folder holding one of ``inputs``, or a folder with entries samtrack does not write."""
     if not out.exists():
@@ -241,19 +221,6 @@ def _check_replaceable(out: Path, inputs: Sequence[Path]) -> None:
     if foreign:
         raise InputError(f"holds {foreign[0]!r}, which samtrack did not write; the results replace this whole folder, "
                          "choose another --out", out)
-
-
-def _overlay_writer(path: Path, fps: float, config: Config):
-    from .overlay import OverlayWriter
-
-    return OverlayWriter(path, fps=fps / config.video.stride, alpha=config.output.overlay_alpha,
-                         radius=config.output.point_radius)
-
-
-def _drawings(result):
-    from .overlay import PointsDrawing
-
-    return [PointsDrawing(obj_id=o, xy=p.xy, visible=p.visible, positive=p.labels == 1) for o, p in result.points.items()]
 
 
 def stderr_logger(quiet: bool) -> Callable[[str], None]:
