@@ -343,7 +343,8 @@ def run_jobs(
             pending.append(job)
     bar = tqdm(total=len(jobs), initial=len(finished), unit="video", desc="videos", file=sys.stderr,
                disable=quiet or not pending, dynamic_ncols=True)
-    say = bar.write if not bar.disable else log
+    # Lines go above the bar while it shows (and, like the bar, to stderr).
+    say = (lambda message: bar.write(message, file=sys.stderr)) if not bar.disable else log
     frames_done = 0
     in_flight: dict[Any, Job] = {}
     backend = _backend(runner, config, log) if pending else None
@@ -383,6 +384,9 @@ def run_jobs(
     outcome.runs = [finished[name] for name in names if name in finished]
     outcome.failed = {name: outcome.failed[name] for name in names if name in outcome.failed}
     outcome.seconds = round(time.perf_counter() - started, 3)
+    if outcome.attempts:
+        log(f"{len(outcome.attempts)} video(s) run on {runner.describe()} in {outcome.seconds:.1f} s, "
+            f"{sum(outcome.attempts.values())} attempt(s), model loaded {outcome.model_loads} time(s)")
     return outcome
 
 
