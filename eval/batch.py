@@ -184,7 +184,8 @@ def _check_outs(manifest: Path, items: Sequence[BatchItem]) -> None:
 
 def item_fingerprint(config, item: BatchItem) -> str:
     """What a row's results are made with: the config, the video's path and the prompt file's
-    bytes, so that ``--resume`` redoes a row whose video or prompts changed."""
+    bytes, so that ``--resume`` never passes results made from other prompts for these (it
+    refuses them, as it refuses another config's)."""
     digest = hashlib.sha256(config_fingerprint(config, "batch").encode())
     digest.update(str(item.video).encode())
     digest.update(item.prompt.read_bytes())

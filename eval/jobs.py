@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 from collections import deque
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
@@ -381,7 +382,8 @@ def run_jobs(
         bar.close()
         if backend is not None:
             backend.close()
-    outcome.runs = [finished[name] for name in names if name in finished]
+    # Records carry their folder's name; rows of a batch are named by their whole relative path.
+    outcome.runs = [dataclasses.replace(finished[name], sequence=name) for name in names if name in finished]
     outcome.failed = {name: outcome.failed[name] for name in names if name in outcome.failed}
     outcome.seconds = round(time.perf_counter() - started, 3)
     if outcome.attempts:
