@@ -9,9 +9,12 @@ bounded by an alarm.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from functools import partial
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from samtrack.cli import main
 from samtrack.eval import jobs, runner
 
 SEQUENCES = ("bear", "boat", "bus")
-N_FRAMES = 5
+N_FRAMES = 4
 SPLIT = "three"
 TIME_LIMIT_S = 240  # per test: a hung cluster must fail the test, not the CI job
 
@@ -84,6 +87,34 @@ def test_workers_2_gives_the_bytes_of_workers_1(local_run: Path, davis_root: Pat
     assert leftovers(out / "results") == []
     err = capsys.readouterr().err
     assert "on 2 local worker processes" in err and "model loaded 2 time(s)" in err, err  # once per worker
+
+
+def test_worker_process_killed_mid_sequence_is_retried(local_run: Path, davis_root: Path, mobilesam_checkpoint: Path,
+                                                       tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    staging = runner.staging_folder(out / "results" / "boat")
+    killed: list[int] = []
+
+    def kill_workers_mid_boat() -> None:
+        # From outside, as the OOM killer would: every worker dies while boat is half written.
+        deadline = time.monotonic() + TIME_LIMIT_S
+        while time.monotonic() < deadline:
+            if staging.is_dir() and len(list(staging.glob("*.png"))) >= 2:
+                for process in multiprocessing.active_children():
+                    os.kill(process.pid, signal.SIGKILL)
+                    killed.append(process.pid)
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_workers_mid_boat, daemon=True)
+    watcher.start()
+    assert main(eval_args(davis_root, out, mobilesam_checkpoint, "--workers", "2", quiet=False)) == 0
+    watcher.join(timeout=1)
+    err = capsys.readouterr().err
+    assert killed, err
+    assert "boat: failed (a worker process died (killed, or out of memory)); retrying" in err, err
+    assert outputs(out) == outputs(local_run)
+    assert leftovers(out / "results") == []
 
 
 def test_ctrl_c_on_the_driver_leaves_only_finished_sequences(davis_root: Path, mobilesam_checkpoint: Path,
