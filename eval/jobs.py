@@ -156,12 +156,16 @@ class _InProcess:
 
     def __init__(self, config: Config | None, log: Callable[[str], None]) -> None:
         self.config = config
-        predictor_for(config, log)  # loaded before the first video, with its messages shown
+        # Loaded before the first video, with its messages shown; counted with the first video.
+        _, self._loaded = predictor_for(config, log)
         self._results: dict[int, tuple[SequenceRun | _Failure, bool]] = {}
+        self._next = 0
 
     def submit(self, job: Job) -> int:
-        handle = len(self._results)
-        self._results[handle] = execute(self.config, job.task)
+        handle, self._next = self._next, self._next + 1
+        result, loaded = execute(self.config, job.task)
+        self._results[handle] = result, loaded or self._loaded
+        self._loaded = False
         return handle
 
     def wait(self, handles, timeout):
@@ -174,7 +178,7 @@ class _InProcess:
         pass
 
     def close(self) -> None:
-        pass
+        _PREDICTORS.clear()  # the caller's process keeps no model once the run is over
 
 
 class _ProcessPool:
