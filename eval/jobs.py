@@ -260,7 +260,11 @@ class _Ray:
             options: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
             if address is None:
                 options["include_dashboard"] = False  # a new local cluster: nobody looks at it
-            ray.init(address=address, **options)
+            try:
+                ray.init(address=address, **options)
+            except (ConnectionError, RuntimeError, ValueError) as exc:  # no cluster there, or a bad address
+                option = f"--ray {address}" if address else "--ray"
+                raise SamtrackError(f"{option}: cannot start or reach a Ray cluster ({_one_line(exc)[:200]})") from None
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.capacity = max(1, max_in_flight or cpus)
         self._remote = ray.remote(num_cpus=1, max_retries=0)(execute)
