@@ -261,7 +261,8 @@ class _Ray:
             if address is None:
                 options["include_dashboard"] = False  # a new local cluster: nobody looks at it
             try:
-                ray.init(address=address, **options)
+                # "local": always a new cluster, never one that `ray start` left running here.
+                ray.init(address=address or "local", **options)
             except (ConnectionError, RuntimeError, ValueError) as exc:  # no cluster there, or a bad address
                 option = f"--ray {address}" if address else "--ray"
                 raise SamtrackError(f"{option}: cannot start or reach a Ray cluster ({_one_line(exc)[:200]})") from None

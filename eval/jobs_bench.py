@@ -48,7 +48,7 @@ def scheduling_overhead(n: int, folder: Path) -> float:
         return [Job(f"{prefix}{i}", folder / f"{prefix}{i}", "empty", partial(empty_video, folder=folder / f"{prefix}{i}"))
                 for i in range(count)]
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         runner = Runner(workers=1, ray=True)
         run_jobs(jobs("warm", 10), None, runner, log=lambda m: None, quiet=True)  # workers started

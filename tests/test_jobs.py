@@ -158,7 +158,7 @@ def ray_cluster():
         ray = pytest.importorskip("ray", reason="the ray extra is not installed")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     signal.alarm(TIME_LIMIT_S)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     signal.alarm(0)
     try:
         yield ray
