@@ -1,4 +1,4 @@
-"""``samtrack eval``: run and score benchmarks from the command line."""
+"""``samtrack eval`` (run and score benchmarks) and ``samtrack batch`` (many videos with their prompts)."""
 from __future__ import annotations
 
 import argparse

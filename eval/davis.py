@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import outputs
 from ..errors import InputError
+from ..fileio import list_folder, os_errors, read_input_text
 from ..video import natural_key
 
 YEARS = (2016, 2017)
@@ -54,7 +55,8 @@ def list_sequences(root: str | Path, year: int, split_or_file: str | Path | None
     _check_year(year)
     annotations = annotations_dir(root)
     if split_or_file is None:
-        names = sorted(p.name for p in annotations.iterdir() if p.is_dir())
+        with os_errors(annotations):
+            names = sorted(p.name for p in list_folder(annotations) if p.is_dir())
     else:
         names = _read_sequence_list(_sequence_list_path(Path(root), year, split_or_file))
     if not names:
@@ -69,14 +71,14 @@ def frame_paths(root: str | Path, seq: str) -> list[Path]:
     """The sequence's frames (JPEG as in DAVIS, or PNG in generic layouts) in file name order
     (numbers compared as numbers)."""
     folder = images_dir(root) / seq
-    if folder.is_dir() and not any(folder.glob("*.jpg")) and any(folder.glob("*.png")):
-        return _sequence_files(folder, "*.png")
-    return _sequence_files(folder, "*.jpg")
+    if folder.is_dir() and not _sequence_files(folder, ".jpg", required=False) and _sequence_files(folder, ".png", required=False):
+        return _sequence_files(folder, ".png")
+    return _sequence_files(folder, ".jpg")
 
 
 def annotation_paths(root: str | Path, seq: str) -> list[Path]:
     """The sequence's PNG annotations in time (file name) order; their stems name the frames."""
-    return _sequence_files(annotations_dir(root) / seq, "*.png")
+    return _sequence_files(annotations_dir(root) / seq, ".png")
 
 
 def read_label_png(path: str | Path) -> np.ndarray:
@@ -134,13 +136,13 @@ def _data_dir(root: str | Path, kind: str) -> Path:
     raise InputError(f"no {kind}/ folder (expected {kind}/{RESOLUTION}/<seq>/ or {kind}/<seq>/)", root)
 
 
-def _sequence_files(folder: Path, pattern: str) -> list[Path]:
+def _sequence_files(folder: Path, suffix: str, required: bool = True) -> list[Path]:
     if not folder.is_dir():
         raise InputError("sequence folder not found", folder)
     # Numeric order, as the frame reader uses: "2.jpg" comes before "10.jpg".
-    files = sorted(folder.glob(pattern), key=lambda p: natural_key(p.name))
-    if not files:
-        raise InputError(f"no {pattern} files", folder)
+    files = sorted((p for p in list_folder(folder) if p.suffix == suffix and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+    if not files and required:
+        raise InputError(f"no *{suffix} files", folder)
     return files
 
 
@@ -166,10 +168,7 @@ def _read_sequence_list(path: Path) -> list[str]:
     A line is either a bare name or, as in the original DAVIS 2016 release, frame paths such as
     ``/JPEGImages/480p/bear/00000.jpg /Annotations/480p/bear/00000.png``.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the sequence list ({exc.__class__.__name__})", path) from None
+    text = read_input_text(path, 2**24, "sequence list")
     names: dict[str, None] = {}
     for line in text.splitlines():
         fields = line.split()

@@ -335,7 +335,8 @@ def run_jobs(
         The :class:`Outcome`; ``runs`` in job order. Failed jobs are in ``failed`` (none raises).
 
     Raises:
-        KeyboardInterrupt: after the jobs in flight were cancelled and their staging removed.
+        KeyboardInterrupt: (or any exception in the driver) after the jobs in flight were
+            cancelled and their staging folders removed.
     """
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
@@ -374,15 +375,19 @@ def run_jobs(
                     frames_done += result.frames
                     bar.update(1)
                     say(f"{job.name}: {result.frames} frames, {result.fps:.2f} fps, peak {result.peak_rss_mb:.0f} MB")
-                elif result.retry and outcome.attempts[job.name] <= runner.retries:
-                    say(f"{job.name}: failed ({result.reason}); retrying")
-                    pending.appendleft(job)
                 else:
-                    outcome.failed[job.name] = result.reason
-                    bar.update(1)
-                    say(f"{job.name}: FAILED: {result.reason}")
+                    # A dead worker leaves its staging folder; on a shared drive the retry may run on
+                    # another host, which cannot tell that its owner is gone: the driver can.
+                    _remove_staging([job])
+                    if result.retry and outcome.attempts[job.name] <= runner.retries:
+                        say(f"{job.name}: failed ({result.reason}); retrying")
+                        pending.appendleft(job)
+                    else:
+                        outcome.failed[job.name] = result.reason
+                        bar.update(1)
+                        say(f"{job.name}: FAILED: {result.reason}")
             _show(bar, in_flight, outcome, frames_done, started)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM (the CLI raises it), or a bug: stop what runs first
         if backend is not None and in_flight:
             backend.cancel(list(in_flight))
         _remove_staging(in_flight.values())

@@ -43,7 +43,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, show
+from ..fileio import list_folder, os_errors, read_input_text
 from ..outputs import atomic_write, read_label_png, write_label_png
 from ..prompts import VOID_ID, ObjectPrompts
 from ..video import FrameFolderReader
@@ -109,12 +110,11 @@ def read_meta(path: str | Path) -> dict[str, list[int]]:
             structure, or an object id is not an integer in 1..254.
     """
     path = Path(path)
+    text = read_input_text(path, 2**28, "meta.json")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("no such file (the split's meta.json)", path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a readable JSON file ({' '.join(str(exc).split())})", path) from None
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise InputError(f"not a readable JSON file ({show(' '.join(str(exc).split()), 120)})", path) from None
     videos = data.get("videos") if isinstance(data, dict) else None
     if not isinstance(videos, dict):
         raise InputError('expected {"videos": {"<video>": {"objects": {...}}}}', path)
@@ -166,7 +166,8 @@ def list_videos(
         names = sorted(meta)
     else:
         meta = None
-        names = sorted(p.name for p in annotations.iterdir() if p.is_dir() and not p.name.startswith("."))
+        with os_errors(annotations):
+            names = sorted(p.name for p in list_folder(annotations) if p.is_dir() and not p.name.startswith("."))
     if only:
         unknown = [name for name in only if name not in names]
         if unknown:
@@ -208,7 +209,7 @@ def load_prompts(video: Video, frame_index: dict[str, int]) -> list[tuple[Path, 
         InputError: an annotation is not a frame of the video or not a readable PNG, no
             annotation holds an object, or an object meta.json lists is in no annotation.
     """
-    paths = [p for p in video.annotations_dir.glob("*.png") if not p.name.startswith(".")]
+    paths = [p for p in list_folder(video.annotations_dir) if p.suffix == ".png" and not p.name.startswith(".")]
     for path in paths:
         if path.stem not in frame_index:
             raise InputError(f"annotation of a frame the video does not have ({video.frames_dir})", path)

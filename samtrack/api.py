@@ -14,15 +14,17 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from . import arguments
 from .config import Config, VideoConfig, default_preset, load_config
 from .errors import InputError
+from .outputs import owned_temp_dir
 from .pipeline import FrameResult, SamPt
 from .prompts import FramePrompt, ObjectPrompts, validate_prompts
 from .segmenters import Segmenter, build_segmenter
@@ -43,10 +45,20 @@ class InferenceState:
     @classmethod
     def open(cls, video: str | Path | VideoReader, video_config: VideoConfig) -> "InferenceState":
         """Open a video file or frame folder and select frames by ``video_config``."""
-        reader = video if not isinstance(video, (str, Path)) else open_video(video)
+        if isinstance(video, (str, os.PathLike)):
+            reader = open_video(video)
+        elif all(hasattr(video, attr) for attr in ("read", "info", "__len__")):
+            reader = video
+        else:
+            raise TypeError(f"video: expected a path to a video file or frame folder, or a VideoReader, got {arguments.describe(video)}")
         v = video_config
         indices = select_frames(len(reader), v.start, v.stride, v.max_frames, path=reader.info.path)
         return cls(reader=reader, frame_indices=indices, video_config=video_config)
+
+    @cached_property
+    def selected(self) -> frozenset[int]:
+        """The frames processed, as a set."""
+        return frozenset(self.frame_indices)
 
     @property
     def video_path(self) -> Path:
@@ -60,7 +72,7 @@ class InferenceState:
         """Validate prompts against this video (``source`` names them in errors) and add them."""
         info = self.reader.info
         validate_prompts(list(objects), Path(source), info.n_frames, (info.height, info.width))
-        selected = set(self.frame_indices)
+        selected = self.selected
         v = self.video_config
         for obj in objects:
             for prompt in obj.prompts:
@@ -113,15 +125,24 @@ class VideoPredictor:
 
     # ------------------------------------------------------------------ state
     def init_state(self, video: str | Path | VideoReader) -> InferenceState:
-        """Open a video file or frame folder; frames are selected by ``config.video``."""
+        """Open a video file or frame folder; frames are selected by ``config.video``.
+
+        Raises:
+            TypeError: ``video`` is not a path or a reader.
+            samtrack.errors.InputError: the file or folder is missing, unreadable or not a video.
+        """
         return InferenceState.open(video, self.config.video)
 
     def reset_state(self, state: InferenceState) -> None:
         """Forget every prompt."""
+        _check_state(state)
         state.objects.clear()
 
     def add_prompts(self, state: InferenceState, objects: Sequence[ObjectPrompts], source: str | Path) -> None:
         """Add objects loaded from a prompt file (``source`` names it in error messages)."""
+        _check_state(state)
+        if isinstance(objects, ObjectPrompts) or not all(isinstance(o, ObjectPrompts) for o in objects):
+            raise TypeError("objects: expected a sequence of ObjectPrompts (from load_clicks or load_mask_prompt)")
         state.add_objects(objects, source)
 
     def add_new_points_or_box(
@@ -134,26 +155,37 @@ class VideoPredictor:
         box: Sequence[float] | np.ndarray | None = None,
         name: str | None = None,
     ) -> FrameResult:
-        """Add clicks (1 positive, 0 negative) and/or a box for an object on a frame.
+        """Add clicks and/or a box for an object on a frame.
 
-        Clicks on a frame that already has prompts for this object replace them. Returns the
-        segmentation of that frame with its current prompts, for immediate feedback.
+        Args:
+            points: ``[N, 2]`` (x, y) pixels of the original frame.
+            labels: ``[N]``, 1 positive and 0 negative; None: all positive.
+            box: ``[x0, y0, x1, y1]`` pixels, x0 < x1 and y0 < y1.
+
+        Clicks on a frame that already has prompts for this object replace them; a positive
+        point or a box is needed. Returns the segmentation of that frame with its current
+        prompts, for immediate feedback.
+
+        Raises:
+            TypeError, ValueError: an argument of the wrong kind, shape or range (the message
+                names it), such as a frame that is not processed or a point off the frame.
         """
-        xy = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
-        lab = np.ones(len(xy), np.int32) if labels is None else np.asarray(labels, np.int32).reshape(-1)
-        if len(lab) != len(xy):
-            raise InputError(f"{len(xy)} points but {len(lab)} labels")
-        prompt = FramePrompt(
-            frame=frame_idx, points=xy, labels=lab, box=None if box is None else np.asarray(box, np.float32).reshape(4)
-        )
-        return self._add_and_preview(state, obj_id, prompt, name)
+        frame = _frame(state, frame_idx)
+        size = _size(state)
+        xy = arguments.points(points, size)
+        prompt = FramePrompt(frame=frame, points=xy, labels=arguments.labels(labels, len(xy)), box=arguments.box(box, size))
+        if not (prompt.labels == 1).any() and prompt.box is None:
+            raise ValueError("points, box: expected a positive point (label 1) or a box; negative points alone do not locate the object")
+        return self._add_and_preview(state, arguments.obj_id(obj_id), prompt, arguments.optional_name(name))
 
     def add_new_mask(self, state: InferenceState, frame_idx: int, obj_id: int, mask: np.ndarray, name: str | None = None) -> FrameResult:
-        """Give an object's mask (bool ``[H, W]`` at the video's size) on a frame."""
+        """Give an object's mask (bool, or integers where nonzero is the object; ``[H, W]`` at
+        the video's size) on a frame. Raises ``TypeError``/``ValueError`` naming a bad argument."""
+        frame = _frame(state, frame_idx)
         prompt = FramePrompt(
-            frame=frame_idx, points=np.zeros((0, 2), np.float32), labels=np.zeros(0, np.int32), mask=np.asarray(mask, bool)
+            frame=frame, points=np.zeros((0, 2), np.float32), labels=np.zeros(0, np.int32), mask=arguments.mask(mask, _size(state))
         )
-        return self._add_and_preview(state, obj_id, prompt, name)
+        return self._add_and_preview(state, arguments.obj_id(obj_id), prompt, arguments.optional_name(name))
 
     # ------------------------------------------------------------------ propagation
     def propagate_in_video(self, state: InferenceState, reverse: bool = False) -> Iterator[FrameResult]:
@@ -163,6 +195,7 @@ class VideoPredictor:
         prompt; later prompts correct them. With ``reverse=True`` the pass runs backward from the
         latest first prompt, each object starting at its first prompt.
         """
+        reverse = arguments.flag(reverse, "reverse")
         objects = _prompted(state)
         order = state.frame_indices[::-1] if reverse else state.frame_indices
         yield from self.pipeline.propagate(state.reader, objects, order, reverse=reverse)
@@ -178,7 +211,7 @@ class VideoPredictor:
         start = state.frame_indices[0]
         needs_backward = any(f > start for f in first.values())
         # The spill folder exists only when a backward pass runs.
-        with tempfile.TemporaryDirectory(prefix="samtrack-backward-") if needs_backward else contextlib.nullcontext("") as spill:
+        with owned_temp_dir("samtrack-backward-") if needs_backward else contextlib.nullcontext(Path()) as spill:
             spilled: set[int] = set()
             if needs_backward:
                 last_first = max(first.values())
@@ -186,12 +219,12 @@ class VideoPredictor:
                 for result in self.pipeline.propagate(state.reader, objects, order, reverse=True):
                     # Keep only objects the forward pass will not have on this frame.
                     _keep_objects(result, {o for o, f in first.items() if f > result.frame_index})
-                    _spill(Path(spill), result)
+                    _spill(spill, result)
                     spilled.add(result.frame_index)
             earliest = min(first.values())
             pending = self.pipeline.propagate(state.reader, objects, state.frame_indices)
             for index in state.frame_indices:
-                backward = _unspill(Path(spill), index) if index in spilled else None
+                backward = _unspill(spill, index) if index in spilled else None
                 current = next(pending) if index >= earliest else None
                 if current is None:
                     if backward is not None:
@@ -208,10 +241,35 @@ class VideoPredictor:
         here = [
             ObjectPrompts(o.obj_id, o.name, [p]) for o in state.objects.values() for p in o.prompts if p.frame == prompt.frame
         ]
-        return next(self.pipeline.propagate(state.reader, here, [prompt.frame]))
+        result = next(self.pipeline.propagate(state.reader, here, [prompt.frame]))
+        result.obj_ids = tuple(state.obj_ids)
+        return result
+
+
+def _check_state(state: object) -> None:
+    if not isinstance(state, InferenceState):
+        raise TypeError(f"state: expected the InferenceState from init_state(), got {arguments.describe(state)}")
+
+
+def _frame(state: InferenceState, frame_idx: object) -> int:
+    """``frame_idx`` checked against the video and the frames ``config.video`` selects."""
+    _check_state(state)
+    frame = arguments.index(frame_idx, "frame_idx")
+    n = state.reader.info.n_frames
+    if frame >= n:
+        raise ValueError(f"frame_idx: frame {frame} is past the end of the video ({n} frames)")
+    if frame not in state.selected:
+        v = state.video_config
+        raise ValueError(f"frame_idx: frame {frame} is not processed (start {v.start}, stride {v.stride}, max frames {v.max_frames})")
+    return frame
+
+
+def _size(state: InferenceState) -> tuple[int, int]:
+    return state.reader.info.height, state.reader.info.width
 
 
 def _prompted(state: InferenceState) -> list[ObjectPrompts]:
+    _check_state(state)
     if not state.objects:
         raise InputError("no prompts: add points, a box or a mask first", state.video_path)
     return list(state.objects.values())

@@ -6,27 +6,35 @@ show a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence, get_args
+from typing import Callable, Iterator, NoReturn, Sequence, get_args
 
 import yaml
 from tqdm import tqdm
 
 from . import __version__
-from .config import DEFAULT_PRESET, LEARNED_TRACKER_PRESET, PRESETS, Config, Device, SegmenterName, default_preset, load_config
+from .config import DEFAULT_PRESET, LEARNED_TRACKER_PRESET, PRESETS, Config, Device, Override, SegmenterName, default_preset, load_config
 from .trackers import LEARNED
-from .errors import InputError, SamtrackError
+from .errors import InputError, SamtrackError, one_line, show, show_path
+from .fileio import list_folder, os_errors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage mistake (told in one line), --help, --version
+        return exc.code if isinstance(exc.code, int) else 2
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
-    return run_command(args.handler, args)
+    with _terminate_cleanly():
+        return run_command(args.handler, args)
 
 
 def run_command(handler: Callable[..., int | None], *args: object, prog: str = "samtrack") -> int:
@@ -39,10 +47,41 @@ def run_command(handler: Callable[..., int | None], *args: object, prog: str = "
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that every ``with`` block cleans up."""
+
+
+@contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    # Python's default for SIGTERM is to die at once, leaving staging and temp folders behind.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage mistake told in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samtrack", description="Zero-shot video object segmentation and tracking.")
+    parser = OneLineParser(prog="samtrack", description="Zero-shot video object segmentation and tracking.")
     parser.add_argument("--version", action="version", version=f"samtrack {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
     _add_run(sub)
@@ -82,18 +121,14 @@ def config_source(args: argparse.Namespace) -> tuple[str, str]:
     return default_preset(getattr(args, "tracker", None))
 
 
-def config_from_args(args: argparse.Namespace, extra: Sequence[str] = (), source: str | None = None) -> Config:
+def config_from_args(args: argparse.Namespace, extra: Sequence[Override] = (), source: str | None = None) -> Config:
     """The config the options ask for; ``source`` is :func:`config_source`'s choice when the
     caller has made it already."""
-    overrides = list(args.overrides) + list(extra)
-    for option, key in (("segmenter", "name"), ("device", "device"), ("checkpoint", "checkpoint")):
+    overrides: list[str | Override] = [*args.overrides, *extra]
+    for option, key in (("segmenter", "segmenter.name"), ("device", "segmenter.device"), ("checkpoint", "segmenter.checkpoint"),
+                        ("tracker", "tracker.name"), ("tracker_checkpoint", "tracker.cotracker.checkpoint")):
         if getattr(args, option, None):
-            overrides.append(f"segmenter.{key}={getattr(args, option)}")
-    tracker = getattr(args, "tracker", None)
-    if tracker:
-        overrides.append(f"tracker.name={tracker}")
-    if getattr(args, "tracker_checkpoint", None):
-        overrides.append(f"tracker.cotracker.checkpoint={args.tracker_checkpoint}")
+            overrides.append(Override(f"--{option.replace('_', '-')}", key, getattr(args, option)))
     return load_config(source or config_source(args)[0], overrides)
 
 
@@ -128,11 +163,11 @@ def _run(args: argparse.Namespace) -> int:
     from .prompts import load_clicks, load_mask_prompt
     from .results import open_state, write_results
 
-    extra = [f"video.{key}={value}" for key, value in
+    extra = [Override(f"--{key.replace('_', '-')}", f"video.{key}", value) for key, value in
              (("start", args.start), ("stride", args.stride), ("max_frames", args.max_frames),
               ("longest_side", args.longest_side)) if value is not None]
     if args.no_overlay:
-        extra.append("output.overlay=false")
+        extra.append(Override("--no-overlay", "output.overlay", False))
     source, preset_note = config_source(args)
     config = config_from_args(args, extra, source)
 
@@ -178,14 +213,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from .api import InferenceState, VideoPredictor
+    from .eval import compute
     from .prompts import load_mask_prompt
     from .timing import PeakMemory
+    from .video import resize_longest_side
 
-    config = config_from_args(args, [f"video.max_frames={args.max_frames}"] if args.max_frames is not None else [])
+    config = config_from_args(args, [Override("--max-frames", "video.max_frames", args.max_frames)] if args.max_frames is not None else [])
     objects = load_mask_prompt(Path(args.mask), args.mask_frame)
     state = InferenceState.open(args.input, config.video)
     state.add_objects(objects, args.mask)
     predictor = VideoPredictor.from_config(config, log=stderr_logger(False))
+    # The machine's floor, measured before the run rather than during it.
+    peak = compute.matmul_peak_gflops()
     started = time.perf_counter()
     with PeakMemory() as memory:
         n = sum(1 for _ in predictor.segment_video(state))
@@ -193,22 +232,36 @@ def _bench(args: argparse.Namespace) -> int:
     stages = predictor.timings.per_frame(n)
     encoder = stages.get("encoder", 0.0)
     rest = sum(v for k, v in stages.items() if k != "encoder")
+    segmenter = predictor.pipeline.segmenter
+    frame = resize_longest_side(state.reader.read(state.frame_indices[0]), config.video.longest_side)
+    grid = segmenter.encode(frame).features.shape[-2:]
+    runs_on = getattr(segmenter, "backend", None) or getattr(segmenter, "device", "?")
+    info = state.reader.info
     print(f"{n} frames, {len(objects)} object(s), {n / elapsed:.2f} fps, peak RSS {memory.peak_mb:.0f} MB")
+    print(f"  machine: {compute.cpu_count()} CPU cores, fp32 matmul peak {peak:.0f} GFLOP/s (numpy)")
+    print(f"  segmenter: {segmenter.name} on {runs_on}, encoder input {16 * grid[1]}x{16 * grid[0]} "
+          f"for {info.width}x{info.height} frames")
     for stage, ms in stages.items():
         print(f"  {stage:10s} {ms:8.1f} ms/frame")
     ratio = f"{rest / encoder:.2f}" if encoder else "n/a (no encoder time: embeddings cached?)"
     print(f"  everything but the encoder: {rest:.1f} ms/frame = {ratio} x encoder")
+    print(f"  {compute.encoder_line(compute.encoder_macs(segmenter, frame), encoder, peak)}")
     return 0
 
 
 def check_replaceable(out: Path, inputs: Sequence[Path]) -> None:
     """Refuse an ``--out`` that a successful run must not replace, since the whole folder goes:
     a file, a folder holding one of ``inputs``, or a folder with entries samtrack does not write."""
+    with os_errors(out, doing="cannot use as the results folder"):
+        _check_replaceable_folder(out, inputs)
+
+
+def _check_replaceable_folder(out: Path, inputs: Sequence[Path]) -> None:
     if not out.exists():
         # The folder is made after the model loads; a parent that is a file must fail now.
         parent = next(p for p in out.absolute().parents if p.exists())
         if not parent.is_dir():
-            raise InputError(f"cannot create the results folder: {parent} is not a folder", out)
+            raise InputError(f"cannot create the results folder: {show_path(parent)} is not a folder", out)
         return
     if not out.is_dir():
         raise InputError("exists and is not a folder", out)
@@ -216,10 +269,10 @@ def check_replaceable(out: Path, inputs: Sequence[Path]) -> None:
     for path in inputs:
         resolved = path.resolve()
         if resolved == target or target in resolved.parents:
-            raise InputError(f"holds the input {path}; the results replace this whole folder, choose another --out", out)
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RESULT_ENTRIES)
+            raise InputError(f"holds the input {show_path(path)}; the results replace this whole folder, choose another --out", out)
+    foreign = sorted(p.name for p in list_folder(out) if p.name not in RESULT_ENTRIES)
     if foreign:
-        raise InputError(f"holds {foreign[0]!r}, which samtrack did not write; the results replace this whole folder, "
+        raise InputError(f"holds {show(foreign[0])}, which samtrack did not write; the results replace this whole folder, "
                          "choose another --out", out)
 
 

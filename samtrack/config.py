@@ -7,22 +7,58 @@ file and the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Literal, Sequence, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line, show, show_path
+from .fileio import read_input_text
 
 PointMethod = Literal["random", "kmedoids", "shi-tomasi", "mixed"]
 SegmenterName = Literal["mobilesam-onnx", "mobilesam"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "fp16", "bf16"]
 MultimaskChoice = Literal["off", "best_iou", "consistent"]
+
+# Integers go on to OpenCV and numpy as int32; a bigger one is a typo, not a setting.
+INT_LIMIT = 2**31 - 1
+# Config files are a few KB; this bounds what a wrong path (a video, /dev/zero) costs.
+MAX_CONFIG_BYTES = 2**20
+# Values in a config once YAML aliases are expanded; a real one has about a hundred.
+MAX_YAML_NODES = 10_000
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric knob accepts, beyond its type (NaN and infinity never)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    check: Callable[[float], bool] | None = None
+    expect: str | None = None
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is refused, or None."""
+        if not math.isfinite(value):
+            return "must be a finite number"
+        bounds = [(self.ge, ">=", value >= (self.ge or 0)), (self.gt, ">", value > (self.gt or 0)),
+                  (self.le, "<=", value <= (self.le or 0)), (self.lt, "<", value < (self.lt or 0))]
+        if any(bound is not None and not ok for bound, _, ok in bounds) or (self.check and not self.check(value)):
+            return "must be " + (self.expect or " and ".join(f"{op} {bound:g}" for bound, op, _ in bounds if bound is not None))
+        return None
+
+
+def knob(default: Any, **limits: Any) -> Any:
+    """A numeric config field with the :class:`Range` of values it accepts."""
+    return field(default=default, metadata={"range": Range(**limits)})
 
 
 @dataclass
@@ -31,34 +67,34 @@ class SamplingConfig:
 
     positive_method: PointMethod = "kmedoids"
     negative_method: PointMethod = "mixed"
-    n_positive: int = 8
-    n_negative: int = 1
+    n_positive: int = knob(8, ge=1, le=1000)
+    n_negative: int = knob(1, ge=0, le=1000)
     # Other objects' positive points double as this object's negatives (SAM-PT does this).
     other_objects_as_negative: bool = True
     # K-Medoids runs on at most this many mask pixels, drawn at random, to bound its cost.
-    kmedoids_max_pixels: int = 1000
+    kmedoids_max_pixels: int = knob(1000, ge=1, le=1_000_000)
     # Shi-Tomasi corners come from the mask eroded by this many pixels (skipped when too thin).
-    shi_tomasi_erode: int = 3
+    shi_tomasi_erode: int = knob(3, ge=0, le=1000)
     # Negatives are drawn from a band this many pixels wide outside the mask ("mixed" also
     # draws from anywhere outside it).
-    negative_band: int = 32
+    negative_band: int = knob(32, ge=1, le=10_000)
     # With user clicks, also add points sampled from the first SAM mask to the clicks.
     extra_points_from_clicks: bool = False
-    seed: int = 0
+    seed: int = knob(0, ge=0, le=2**32 - 1)
 
 
 @dataclass
 class LKConfig:
     """Pyramidal Lucas-Kanade parameters (OpenCV)."""
 
-    win_size: int = 21
-    max_level: int = 3
-    max_iters: int = 30
-    epsilon: float = 0.01
+    win_size: int = knob(21, ge=3, le=255)
+    max_level: int = knob(3, ge=0, le=10)
+    max_iters: int = knob(30, ge=1, le=10_000)
+    epsilon: float = knob(0.01, gt=0)
     # A point whose forward-backward round trip misses by more than this (pixels) is lost.
-    fb_threshold: float = 1.5
+    fb_threshold: float = knob(1.5, gt=0)
     # Tracks on frames downscaled so that their longest side is at most this (0 = as given).
-    longest_side: int = 0
+    longest_side: int = knob(0, ge=0, le=16384)
 
 
 @dataclass
@@ -72,15 +108,15 @@ class CoTrackerConfig:
     checkpoint: str | None = None
     device: Device = "auto"
     # Transformer updates per window (the official predictors use 6).
-    iters: int = 6
+    iters: int = knob(6, ge=1, le=100)
     # Side of the grid of extra points tracked beside the queries, which gives the tracker
     # context (null: 6 offline, none online); SAM-PT adds its grid every few frames (offline
     # only: an online stream's length is not known in advance).
-    support_grid: int | None = None
-    support_grid_every: int = 0
+    support_grid: int | None = knob(None, ge=0, le=100)
+    support_grid_every: int = knob(0, ge=0)
     # A point is visible above this (null: 0.9 on the visibility probability offline, 0.6 on
     # visibility x confidence online).
-    visibility_threshold: float | None = None
+    visibility_threshold: float | None = knob(None, ge=0, lt=1)
 
 
 @dataclass
@@ -90,11 +126,11 @@ class TrackerConfig:
     # samtrack.)
     name: str = "lk"
     # Frames per tracker call when re-initialisation is off (bounds memory on long videos).
-    window: int = 16
+    window: int = knob(16, ge=2, le=10_000)
     # A learned tracker (one that can find a point again after an occlusion) also re-queries,
     # at the start of each window, the points lost at most this many frames before it, from
     # the frame they were last seen on.
-    lookback: int = 8
+    lookback: int = knob(8, ge=0, le=1000)
     lk: LKConfig = field(default_factory=LKConfig)
     cotracker: CoTrackerConfig = field(default_factory=CoTrackerConfig)
 
@@ -107,7 +143,7 @@ class SegmenterConfig:
     # cache (fetched on first use).
     checkpoint: str | None = None
     # onnxruntime / OpenVINO / PyTorch intra-op threads; None = the runtime's default (all cores).
-    threads: int | None = None
+    threads: int | None = knob(None, ge=1, le=1024)
     # mobilesam-onnx: what runs the encoder: auto (OpenVINO where the samtrack[openvino] extra is
     # installed, 1.36x faster here with equal outputs; else onnxruntime), openvino, onnxruntime.
     backend: Literal["auto", "openvino", "onnxruntime"] = "auto"
@@ -123,7 +159,7 @@ class SegmenterConfig:
     # PyTorch only: at most this many prompt sets per decoder call (a frame's objects are
     # decoded in chunks of it); null = 1 on CPU, where one batch of 16 measured 1.7x slower than
     # 16 calls on 2 cores, and unlimited on CUDA/MPS.
-    max_batch: int | None = None
+    max_batch: int | None = knob(None, ge=1)
     # PyTorch only: which MobileSAM weights: auto (the official checkpoint when cached, else
     # the ones converted from the ONNX pair), mobilesam (official) or mobilesam-torch.
     weights: Literal["auto", "mobilesam", "mobilesam-torch"] = "auto"
@@ -138,15 +174,15 @@ class DecodeConfig:
     # Pass 2: positives + negatives, prompted with pass 1's low-res logits.
     use_negative_pass: bool = True
     # Further passes that add the current mask's box and the previous low-res logits.
-    refine_iters: int = 12
+    refine_iters: int = knob(12, ge=0, le=100)
     # Prompt each frame with the object's low-res logits from the frame before (one pass with
     # all points instead of passes 1 and 2): keeps parts that have no point on them this frame.
     mask_memory: bool = False
     # A mask over this many times the area of the object's last accepted mask is rejected for
     # that mask moved by its points' motion (0 = accept any mask).
-    max_growth: float = 0.0
+    max_growth: float = knob(0.0, ge=0, check=lambda v: v == 0 or v > 1, expect="0 (off) or > 1")
     # A mask whose predicted IoU is below this is dropped (the object is empty on that frame).
-    iou_threshold: float = 0.7
+    iou_threshold: float = knob(0.7, ge=0, le=1)
     # Foreground floor for merging objects: a pixel is background unless some object's logit
     # exceeds it.
     merge_threshold: float = 0.0
@@ -160,7 +196,7 @@ class DecodeConfig:
 @dataclass
 class ReinitConfig:
     # Re-sample query points from the predicted mask every h frames (0 = never).
-    every: int = 8
+    every: int = knob(8, ge=0)
     # An object whose mask emptied is re-sampled from its last non-empty mask at the next
     # re-initialisation instead of staying empty forever.
     recover_lost: bool = True
@@ -172,35 +208,35 @@ class RedetectConfig:
 
     enabled: bool = False
     # Feature vectors kept of the object (twice as many of its surroundings).
-    bank_size: int = 300
+    bank_size: int = knob(300, ge=1, le=100_000)
     # With fewer positive points on object-like cells than this, new points are added...
-    min_points: int = 3
+    min_points: int = knob(3, ge=0, le=1000)
     # ...this many, at the best object-like cells...
-    add_points: int = 3
+    add_points: int = knob(3, ge=0, le=1000)
     # ...within this many times sqrt(last good mask area), plus 50 px, of that mask's centre.
-    search_radius: float = 2.5
+    search_radius: float = knob(2.5, gt=0)
     # Positives added at the most object-like cells just outside the last mask (a part the mask
     # lost), scoring above grow_margin; 0 = none.
-    grow_points: int = 0
+    grow_points: int = knob(0, ge=0, le=1000)
     grow_margin: float = 0.0
 
 
 @dataclass
 class VideoConfig:
-    start: int = 0
-    stride: int = 1
-    max_frames: int | None = None
+    start: int = knob(0, ge=0)
+    stride: int = knob(1, ge=1)
+    max_frames: int | None = knob(None, ge=1)
     # Resize frames so their longest side is at most this for processing (None = as is);
     # masks are written back at the original size.
-    longest_side: int | None = None
+    longest_side: int | None = knob(None, ge=16, le=16384)
 
 
 @dataclass
 class OutputConfig:
     overlay: bool = True
     tracks: bool = True
-    overlay_alpha: float = 0.5
-    point_radius: int = 4
+    overlay_alpha: float = knob(0.5, ge=0, le=1)
+    point_radius: int = knob(4, ge=0, le=100)
 
 
 @dataclass
@@ -220,42 +256,15 @@ class Config:
         ``tracker.window`` when points are never re-initialised."""
         return self.reinit.every + 1 if self.reinit.every > 0 else self.tracker.window
 
-    def validate(self) -> "Config":
-        """Check value ranges the types cannot express; returns self."""
-        checks = [
-            (self.sampling.n_positive >= 1, "sampling.n_positive must be >= 1"),
-            (self.sampling.n_negative >= 0, "sampling.n_negative must be >= 0"),
-            (self.sampling.kmedoids_max_pixels >= 1, "sampling.kmedoids_max_pixels must be >= 1"),
-            (self.tracker.window >= 2, "tracker.window must be >= 2"),
-            (self.tracker.lookback >= 0, "tracker.lookback must be >= 0"),
-            (self.tracker.cotracker.iters >= 1, "tracker.cotracker.iters must be >= 1"),
-            (self.tracker.cotracker.support_grid is None or self.tracker.cotracker.support_grid >= 0,
-             "tracker.cotracker.support_grid must be >= 0"),
-            (self.tracker.cotracker.support_grid_every >= 0, "tracker.cotracker.support_grid_every must be >= 0"),
-            (self.tracker.cotracker.visibility_threshold is None or 0 <= self.tracker.cotracker.visibility_threshold < 1,
-             "tracker.cotracker.visibility_threshold must be in [0, 1)"),
-            (self.tracker.lk.win_size >= 3, "tracker.lk.win_size must be >= 3"),
-            (self.tracker.lk.fb_threshold > 0, "tracker.lk.fb_threshold must be > 0"),
-            (self.decode.refine_iters >= 0, "decode.refine_iters must be >= 0"),
-            (self.reinit.every >= 0, "reinit.every must be >= 0 (0 = off)"),
-            (self.decode.max_growth == 0 or self.decode.max_growth > 1, "decode.max_growth must be 0 (off) or > 1"),
-            (self.redetect.bank_size >= 1, "redetect.bank_size must be >= 1"),
-            (self.redetect.min_points >= 0, "redetect.min_points must be >= 0"),
-            (self.redetect.add_points >= 0, "redetect.add_points must be >= 0"),
-            (self.redetect.search_radius > 0, "redetect.search_radius must be > 0"),
-            (self.video.start >= 0, "video.start must be >= 0"),
-            (self.video.stride >= 1, "video.stride must be >= 1"),
-            (self.video.max_frames is None or self.video.max_frames >= 1, "video.max_frames must be >= 1"),
-            (self.video.longest_side is None or self.video.longest_side >= 16, "video.longest_side must be >= 16"),
-            (0.0 <= self.output.overlay_alpha <= 1.0, "output.overlay_alpha must be in [0, 1]"),
-            (self.segmenter.max_batch is None or self.segmenter.max_batch >= 1, "segmenter.max_batch must be >= 1"),
-            (self.decode.multimask == "off" or self.segmenter.name != "mobilesam-onnx",
-             "decode.multimask needs all of SAM's outputs, which the mobilesam-onnx decoder does not give; "
-             "use segmenter.name=mobilesam"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+    def validate(self, origins: dict[str, str] | None = None) -> "Config":
+        """Check what involves more than one value (each value's own range is checked as it is
+        loaded); ``origins`` (key -> file or ``--set``) names where a value came from."""
+        if self.decode.multimask != "off" and self.segmenter.name == "mobilesam-onnx":
+            raise ConfigError(
+                "decode.multimask needs all of SAM's outputs, which the mobilesam-onnx decoder does not give; "
+                "use segmenter.name=mobilesam",
+                (origins or {}).get("decode.multimask"),
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,39 +292,92 @@ def default_preset(tracker: str | None = None) -> tuple[str, str]:
     return preset, f"tracker {name}{f' ({why})' if why else ''}, preset {preset}"
 
 
-def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a config from a preset name or a YAML file, then apply ``key.path=value`` overrides.
+@dataclass(frozen=True)
+class Override:
+    """A value set by a command-line option (``--stride 2``): ``key`` is the config path
+    (``video.stride``), ``value`` is used as is (no YAML parsing, so a path stays a string), and
+    ``option`` names the option in errors."""
 
-    ``None`` gives the built-in defaults (which equal the ``sam_pt_reinit`` preset).
+    option: str
+    key: str
+    value: Any
+
+
+def load_config(source: str | Path | None = None, overrides: Sequence[str | Override] = ()) -> Config:
+    """Load a config from a preset name or a YAML file, then apply overrides: ``key.path=value``
+    strings (``--set``; the value is YAML) or :class:`Override` values.
+
+    ``None`` gives the built-in defaults (which equal the ``sam_pt_reinit`` preset). Every
+    mistake is a :class:`ConfigError` naming the key and where its value came from (the file,
+    the ``--set`` item or the option).
     """
     data: dict[str, Any] = {}
     origin = "defaults"
     if source is not None:
         text, origin = _read_source(source)
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML ({_one_line(exc)})", origin) from None
+        loaded = _parse_yaml(text, origin)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError("top level must be a mapping of sections", origin)
         data = loaded
-    # The file is checked on its own first, so that its mistakes are blamed on it and an
-    # override's mistakes on the override.
-    config = _build(Config, data, origin)
-    if overrides:
-        for item in overrides:
+    # The file is checked on its own first, then each override on top of it, so that every
+    # mistake is blamed on where it was made.
+    origins: dict[str, str] = {}
+    config = _build(Config, data, origin, origins=origins)
+    for item in overrides:
+        if isinstance(item, Override):
+            where, key, value = item.option, item.key, item.value
+        else:
+            where = f"--set {show(item)}"
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
-                raise ConfigError(f"--set {item!r}: expected key.path=value")
+                raise ConfigError(f"{where}: expected key.path=value")
             try:
-                value = yaml.safe_load(raw) if raw.strip() else None
-            except yaml.YAMLError:
+                value = _parse_yaml(raw, where) if raw.strip() else None
+            except ConfigError:
                 value = raw
-            _set_path(data, key.strip().split("."), value, f"--set {item}")
-        config = _build(Config, data, "--set")
-    return config.validate()
+        key = key.strip()
+        _set_path(data, key.split("."), value, where)
+        origins[key] = where
+        config = _build(Config, data, where)
+    return config.validate(origins)
+
+
+def _parse_yaml(text: str, origin: str) -> Any:
+    """YAML's safe load, refusing documents that expand to more than ``MAX_YAML_NODES`` nodes:
+    aliases repeat whole subtrees, so a few hundred bytes of nested ones stand for millions of
+    values (an alias bomb) that any later step (a check, an error message) would walk."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ConfigError(f"the YAML expands to more than {MAX_YAML_NODES} values (nested aliases); a config has a few dozen", origin)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML ({one_line(_one_line(exc), 200)})", origin) from None
+    except RecursionError:
+        raise ConfigError("not usable YAML (nested too deeply)", origin) from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise ConfigError(f"not usable YAML ({show(_one_line(exc), 120)})", origin) from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """Nodes in ``root`` with every alias expanded, counted up to just past ``limit``."""
+    count, stack = 0, [root]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+    return count
 
 
 def _read_source(source: str | Path) -> tuple[str, str]:
@@ -323,9 +385,13 @@ def _read_source(source: str | Path) -> tuple[str, str]:
     if name in PRESETS:
         return resources.files("samtrack.configs").joinpath(f"{name}.yaml").read_text(), f"preset {name}"
     path = Path(name)
-    if not path.is_file():
-        raise ConfigError(f"no such config file or preset (presets: {', '.join(PRESETS)})", path)
-    return path.read_text(), str(path)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"no such config file or preset (presets: {', '.join(PRESETS)})", path) from None
+    except OSError:
+        pass  # read_input_text says what is wrong
+    return read_input_text(path, MAX_CONFIG_BYTES, "config file", ConfigError), show_path(path)
 
 
 def _set_path(data: dict[str, Any], keys: list[str], value: Any, where: str) -> None:
@@ -333,28 +399,34 @@ def _set_path(data: dict[str, Any], keys: list[str], value: Any, where: str) -> 
     for key in keys[:-1]:
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"{where}: {key!r} is not a section")
+            raise ConfigError(f"{where}: {show(key)} is not a section")
         node = child
     node[keys[-1]] = value
 
 
-def _build(cls: type, data: Any, origin: str, prefix: str = "") -> Any:
+def _build(cls: type, data: Any, origin: str, prefix: str = "", origins: dict[str, str] | None = None) -> Any:
+    """``cls`` from ``data``, every value checked against its type and range, mistakes blamed
+    on ``origin``; ``origins`` records where each key came from."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'top level'} must be a mapping, got {type(data).__name__}", origin)
     hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        raise ConfigError(f"unknown key '{prefix}{unknown[0]}' (known: {', '.join(sorted(names))})", origin)
+        raise ConfigError(f"unknown key {show(prefix + str(unknown[0]))} (known: {', '.join(sorted(fields))})", origin)
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, origin, f"{prefix}{name}")
+        key = f"{prefix}{name}"
+        if origins is not None:
+            origins[key] = origin
+        kwargs[name] = _coerce(hints[name], value, origin, key, fields[name].metadata.get("range"), origins)
     return cls(**kwargs)
 
 
-def _coerce(tp: Any, value: Any, origin: str, key: str) -> Any:
+def _coerce(tp: Any, value: Any, origin: str, key: str, limits: Range | None = None,
+            origins: dict[str, str] | None = None) -> Any:
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value if value is not None else {}, origin, key + ".")
+        return _build(tp, value if value is not None else {}, origin, key + ".", origins)
     origin_tp = get_origin(tp)
     if origin_tp in (typing.Union, types.UnionType):
         options = get_args(tp)
@@ -365,20 +437,30 @@ def _coerce(tp: Any, value: Any, origin: str, key: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(option, value, origin, key)
+                return _coerce(option, value, origin, key, limits)
             except ConfigError as exc:
                 errors.append(exc)
         raise errors[0]
     if origin_tp is Literal:
         if value not in get_args(tp):
             choices = ", ".join(map(str, get_args(tp)))
-            raise ConfigError(f"{key} must be one of {choices}, got {value!r}", origin)
+            raise ConfigError(f"{key} must be one of {choices}, got {show(value)}", origin)
         return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, str, bool) and type(value) is tp:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is float and number:
+        if isinstance(value, int) and abs(value) > INT_LIMIT:
+            raise ConfigError(f"{key} must be a number of sensible size, got {show(value)}", origin)
+        value = float(value)
+        problem = (limits or Range()).problem(value)
+    elif tp is int and type(value) is int:
+        problem = (limits or Range()).problem(value) if abs(value) <= INT_LIMIT else f"must be at most {INT_LIMIT} in size"
+    elif tp in (str, bool) and type(value) is tp:
         return value
-    raise ConfigError(f"{key} must be {getattr(tp, '__name__', tp)}, got {value!r}", origin)
+    else:
+        raise ConfigError(f"{key} must be {getattr(tp, '__name__', tp)}, got {show(value)}", origin)
+    if problem:
+        raise ConfigError(f"{key} {problem}, got {show(value)}", origin)
+    return value
 
 
 def _one_line(exc: Exception) -> str:

@@ -35,6 +35,8 @@ import json
 import os
 import secrets
 import shutil
+import socket
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping
@@ -42,7 +44,8 @@ from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, os_problem, show
+from .fileio import open_image
 from .palette import davis_palette
 
 if TYPE_CHECKING:
@@ -105,14 +108,12 @@ def read_label_png(path: str | Path, grey_values_are_ids: bool = False) -> np.nd
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             if image.format != "PNG":
                 raise InputError(f"expected a PNG, got {image.format} (lossy formats blur object ids)", path)
             image.load()
             mode = image.mode
             pixels = np.array(image)  # writable: callers may edit the labels
-    except FileNotFoundError:
-        raise InputError("no such file", path) from None
     except UnidentifiedImageError:
         raise InputError("not an image Pillow can read", path) from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
@@ -198,17 +199,84 @@ class TracksRecorder:
             json.dump(self.to_dict(), f, separators=(",", ":"))
 
 
+# The file by which samtrack marks a working folder as its own: which process made it, on which
+# host. Only folders carrying it are ever deleted by a later run, and only once that process is
+# gone; a folder of the same name without it is the user's, and is left alone.
+OWNER_FILE = ".samtrack-owner"
+
+
+def claim_folder(folder: Path) -> None:
+    """Mark ``folder`` (made by this process) as samtrack's, for :func:`reclaim_folders`."""
+    (folder / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+
+
+def owner_is_gone(folder: Path) -> bool:
+    """Whether ``folder`` carries samtrack's mark and the process that made it has ended
+    (a process on another host, as on a shared drive, is never presumed gone)."""
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text())
+        pid, host = int(owner["pid"]), owner["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # not marked (or not readable): not ours to delete
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, under another user
+    return False
+
+
+def reclaim_folders(parent: Path, prefix: str) -> list[Path]:
+    """Delete the folders in ``parent`` named ``prefix...`` that killed samtrack runs left
+    (see :func:`owner_is_gone`); returns them."""
+    gone = dead_runs_folders(parent, prefix)
+    for folder in gone:
+        shutil.rmtree(folder, ignore_errors=True)
+    return gone
+
+
+def dead_runs_folders(parent: Path, prefix: str) -> list[Path]:
+    """The folders in ``parent`` named ``prefix...`` whose samtrack owner is gone."""
+    try:
+        with os.scandir(parent) as entries:
+            names = [e.name for e in entries if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    return [parent / name for name in names if owner_is_gone(parent / name)]
+
+
+@contextmanager
+def owned_temp_dir(prefix: str) -> Iterator[Path]:
+    """A private temporary folder, deleted when the block ends however it ends; one left by a
+    killed run (SIGKILL, power loss) is deleted by the next run that makes one of the same kind."""
+    parent = Path(tempfile.gettempdir())
+    reclaim_folders(parent, prefix)
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    try:
+        claim_folder(folder)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class StagedOutputDir:
     """A results folder that appears complete or not at all.
 
     ``with StagedOutputDir(target) as staging:`` yields a hidden sibling folder
     ``.<name>.partial-<pid>`` to write into. When the block succeeds the staging folder becomes
-    ``target``; an existing ``target`` is moved aside first and deleted only once the new one is
-    in place. When the block raises, the staging folder is deleted and ``target`` is untouched.
-    Nothing is created before the block is entered.
+    ``target``; an existing ``target`` is moved aside (``.<name>.old-<pid>``) first and deleted
+    only once the new one is in place. When the block raises, the staging folder is deleted and
+    ``target`` is untouched. Nothing is created before the block is entered.
+
+    Both hidden folders carry samtrack's mark (:data:`OWNER_FILE`) while they exist, so that the
+    next run for the same target reclaims what a killed one left: a staging folder is deleted, and
+    a moved-aside result whose replacement never arrived is put back.
 
     ``staging_name`` fixes the staging folder's name instead, for callers that run one writer
-    per target and want a killed run's leftovers reclaimed by the next run.
+    per target.
     """
 
     def __init__(self, target: str | Path, staging_name: str | None = None) -> None:
@@ -223,16 +291,33 @@ class StagedOutputDir:
         if target.exists() and not target.is_dir():
             raise InputError("exists and is not a folder", self.target)
         staging = target.with_name(self.staging_name or f".{target.name}.partial-{os.getpid()}")
+        made = False
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            self._reclaim(target)
             if staging.exists():
-                # Left by a killed run (whose process had our pid, or that used the fixed name).
-                shutil.rmtree(staging)
+                raise InputError(f"the staging folder {show(staging.name)} exists and is not a dead samtrack run's "
+                                 "(another run writing here, or not made by samtrack); remove it", self.target)
             staging.mkdir()
+            made = True
+            claim_folder(staging)
         except OSError as exc:
-            raise InputError(f"cannot create the results folder ({exc.strerror or exc})", self.target) from None
+            if made:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise InputError(f"cannot create the results folder ({os_problem(exc)})", self.target) from None
         self._staging, self._resolved = staging, target
         return staging
+
+    @staticmethod
+    def _reclaim(target: Path) -> None:
+        for old in dead_runs_folders(target.parent, f".{target.name}.old-"):
+            if not target.exists():
+                # Killed between moving the old result aside and putting the new one in place.
+                (old / OWNER_FILE).unlink()
+                os.rename(old, target)
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+        reclaim_folders(target.parent, f".{target.name}.partial")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         staging, target = self._staging, self._resolved
@@ -248,10 +333,13 @@ class StagedOutputDir:
             if old.exists():
                 shutil.rmtree(old)
             os.rename(target, old)
+            claim_folder(old)
         try:
+            (staging / OWNER_FILE).unlink()
             os.rename(staging, target)
         except BaseException:
             if old is not None:
+                (old / OWNER_FILE).unlink(missing_ok=True)
                 os.rename(old, target)
             shutil.rmtree(staging, ignore_errors=True)
             raise

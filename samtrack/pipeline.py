@@ -16,6 +16,7 @@ import numpy as np
 
 from .appearance import AppearanceModel
 from .config import Config
+from .errors import show
 from .decoding import DecodePasses, ObjectPrompt
 from .prompts import FramePrompt, ObjectPrompts
 from .sampling import PointSampler
@@ -47,14 +48,24 @@ class FrameResult:
         label_map: uint8 ``[H, W]``; 0 background, k object id k. Objects never overlap.
         points: per object id, its tracked points on this frame.
         scores: per object id, the segmenter's predicted IoU (absent when no mask was decoded).
+        obj_ids: every object of the run, on this frame or not.
     """
 
     frame_index: int
     label_map: np.ndarray
     points: dict[int, ObjectPoints] = field(default_factory=dict)
     scores: dict[int, float] = field(default_factory=dict)
+    obj_ids: tuple[int, ...] = ()
 
     def mask(self, obj_id: int) -> np.ndarray:
+        """bool ``[H, W]``: the object's pixels (none where it is absent from this frame).
+
+        Raises:
+            ValueError: ``obj_id`` is not an object of this run (a typo would otherwise read as
+                an object that vanished).
+        """
+        if obj_id not in self.obj_ids:
+            raise ValueError(f"obj_id: {show(obj_id)} is not an object of this run (objects: {list(self.obj_ids)})")
         return self.label_map == obj_id
 
 
@@ -166,11 +177,13 @@ class SamPt:
             return
         rng = np.random.default_rng(self.config.sampling.seed)
         tracks: dict[int, _Track] = {}
+        obj_ids = tuple(sorted(o.obj_id for o in objects))
 
         pos = positions[0]
         result = self._emit_prompted(source, order[pos], events[order[pos]], tracks, rng)
         for track in tracks.values():
             track.note_seen()
+        result.obj_ids = obj_ids
         yield result
         window = self.config.tracking_window
         # A learned tracker may find a lost point again, so a window may reach back to the frame
@@ -198,6 +211,7 @@ class SamPt:
                     result = self._emit_tracked(source, frame_index, tracks)
                 for track in tracks.values():
                     track.note_seen()
+                result.obj_ids = obj_ids
                 yield result
             pos = end
             self._reinit(source.get(order[pos]), tracks, rng, prompted=events.get(order[pos], {}))

@@ -31,13 +31,15 @@ negative points alone do not say where the object is.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, one_line, show
+from .fileio import read_input_text
 from .outputs import read_label_png
 
 # The keys clicks.json accepts at each level (tests check that the JSON schema lists the same).
@@ -47,6 +49,16 @@ PROMPT_KEYS = {"frame": True, "positive": False, "negative": False, "box": False
 
 CLICKS_VERSION = 1
 VOID_ID = 255
+
+# Limits on what a prompt file may hold, checked before any work that grows with them, so
+# that a huge or hostile file is refused at once instead of taking minutes. Real prompts are
+# a few clicks per object on a few frames.
+MAX_CLICKS_BYTES = 16 * 2**20
+MAX_OBJECTS = 254  # ids are 1..254
+MAX_PROMPTS_PER_OBJECT = 10_000
+MAX_POINTS_PER_PROMPT = 1_000
+# Larger than any frame, small enough for float32: a bigger number is a mistake, not a pixel.
+MAX_COORDINATE = 1e9
 
 
 @dataclass
@@ -107,29 +119,24 @@ def load_clicks(path: str | Path) -> list[ObjectPrompts]:
     raw_objects = data["objects"]
     if not isinstance(raw_objects, list) or not raw_objects:
         _fail(path, "objects", f"must be a non-empty array of objects, got {_describe(raw_objects)}")
+    if len(raw_objects) > MAX_OBJECTS:
+        _fail(path, "objects", f"{len(raw_objects)} objects; at most {MAX_OBJECTS} (ids 1..{MAX_OBJECTS})")
     objects = [_parse_object(raw, f"objects[{i}]", path) for i, raw in enumerate(raw_objects)]
     check_prompts(objects, path)
     return objects
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("no such file", path) from None
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read ({exc.strerror})", path) from None
+    text = read_input_text(path, MAX_CLICKS_BYTES, "clicks file")
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", path) from None
     except _DuplicateKey as exc:
         # json keeps the last of two equal keys silently; a user who wrote both meant something.
-        raise InputError(f"key '{exc.args[0]}' appears twice in one JSON object", path) from None
+        raise InputError(f"key {show(exc.args[0])} appears twice in one JSON object", path) from None
     except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; absurd nesting
-        raise InputError(f"not usable JSON ({' '.join(str(exc).split())[:120]})", path) from None
+        raise InputError(f"not usable JSON ({show(' '.join(str(exc).split()), 120)})", path) from None
 
 
 class _DuplicateKey(Exception):
@@ -156,6 +163,8 @@ def _parse_object(raw: Any, where: str, path: Path) -> ObjectPrompts:
     raw_prompts = raw["prompts"]
     if not isinstance(raw_prompts, list):
         _fail(path, f"{where}.prompts", f"must be an array, got {_describe(raw_prompts)}")
+    if len(raw_prompts) > MAX_PROMPTS_PER_OBJECT:
+        _fail(path, f"{where}.prompts", f"{len(raw_prompts)} prompts; at most {MAX_PROMPTS_PER_OBJECT} per object")
     prompts = [_parse_prompt(p, f"{where}.prompts[{j}]", path) for j, p in enumerate(raw_prompts)]
     return ObjectPrompts(obj_id=obj_id, name=name, prompts=prompts)
 
@@ -167,9 +176,11 @@ def _parse_prompt(raw: Any, where: str, path: Path) -> FramePrompt:
         _fail(path, f"{where}.frame", f"must be an integer, got {_describe(frame)}")
     positive = _parse_points(raw.get("positive", []), f"{where}.positive", path)
     negative = _parse_points(raw.get("negative", []), f"{where}.negative", path)
+    if len(positive) + len(negative) > MAX_POINTS_PER_PROMPT:
+        _fail(path, where, f"{len(positive) + len(negative)} points; at most {MAX_POINTS_PER_PROMPT} per prompt")
     box = None
     if "box" in raw:
-        box = _parse_numbers(raw["box"], 4, f"{where}.box", "a [x0, y0, x1, y1] array of numbers", path)
+        box = _parse_numbers(raw["box"], 4, lambda: f"{where}.box", "a [x0, y0, x1, y1] array of numbers", path)
     return FramePrompt(
         frame=frame,
         points=np.array(positive + negative, np.float32).reshape(-1, 2),
@@ -181,17 +192,25 @@ def _parse_prompt(raw: Any, where: str, path: Path) -> FramePrompt:
 def _parse_points(raw: Any, where: str, path: Path) -> list[list[float]]:
     if not isinstance(raw, list):
         _fail(path, where, f"must be an array of [x, y] points, got {_describe(raw)}")
-    return [_parse_numbers(p, 2, f"{where}[{k}]", "an [x, y] pair of numbers", path) for k, p in enumerate(raw)]
+    if len(raw) > MAX_POINTS_PER_PROMPT:  # before any per-point work
+        _fail(path, where, f"{len(raw)} points; at most {MAX_POINTS_PER_PROMPT} per prompt")
+    # The place is named only on failure: building it for every point is most of the work.
+    return [_parse_numbers(p, 2, lambda k=k: f"{where}[{k}]", "an [x, y] pair of numbers", path) for k, p in enumerate(raw)]
 
 
-def _parse_numbers(raw: Any, n: int, where: str, what: str, path: Path) -> list[float]:
+def _parse_numbers(raw: Any, n: int, where: Callable[[], str], what: str, path: Path) -> list[float]:
     ok = isinstance(raw, list) and len(raw) == n and all(_is_number(v) for v in raw)
     if not ok:
-        _fail(path, where, f"must be {what}, got {_describe(raw)}")
-    try:
-        return [float(v) for v in raw]
-    except OverflowError:  # an integer too large for a float
-        _fail(path, where, f"must be {what}, got a number too large")
+        _fail(path, where(), f"must be {what}, got {_describe(raw)}")
+    # Checked before any cast: 1e400 reads as inf, and a huge integer would overflow float32
+    # with a numpy warning and then be called infinite.
+    # (Python's json reads NaN, Infinity and 1e400, which fail here too.)
+    if not all(-MAX_COORDINATE <= v <= MAX_COORDINATE for v in raw):
+        bad = next(v for v in raw if not -MAX_COORDINATE <= v <= MAX_COORDINATE)
+        if isinstance(bad, float) and not math.isfinite(bad):
+            _fail(path, where(), f"coordinates must be finite, got {_describe(raw)}")
+        _fail(path, where(), f"{_describe(bad)} is too large for a pixel coordinate (at most {MAX_COORDINATE:g})")
+    return [float(v) for v in raw]
 
 
 def _check_keys(node: Any, where: str, keys: dict[str, bool], path: Path) -> None:
@@ -199,10 +218,10 @@ def _check_keys(node: Any, where: str, keys: dict[str, bool], path: Path) -> Non
         _fail(path, where, f"must be a JSON object, got {_describe(node)}")
     unknown = sorted(set(node) - set(keys))
     if unknown:
-        _fail(path, where, f"unknown key '{unknown[0]}' (allowed: {', '.join(keys)})")
+        _fail(path, where, f"unknown key {show(unknown[0])} (allowed: {', '.join(keys)})")
     missing = [key for key, required in keys.items() if required and key not in node]
     if missing:
-        _fail(path, where, f"missing key '{missing[0]}'")
+        _fail(path, where, f"missing key {show(missing[0])}")
 
 
 # ---------------------------------------------------------------------- mask prompts
@@ -280,12 +299,14 @@ def _check_frame_prompt(prompt: FramePrompt, where: str, source: str | Path | No
         _fail(source, f"{where}.labels", f"must be an int32 [{len(points)}] array, got {_array_kind(labels)}")
     if not np.isin(labels, (0, 1)).all():
         _fail(source, f"{where}.labels", "must be 1 (positive) or 0 (negative)")
-    for index, (xy, label) in enumerate(zip(points, labels)):
+    bad_value = ~np.isfinite(points).all(axis=1)
+    negative = (points < 0).any(axis=1) & ~bad_value
+    if bad_value.any() or negative.any():
+        index = int(np.argmax(bad_value | negative))
         at = f"{where}.{_point_name(labels, index)}"
-        if not np.isfinite(xy).all():
-            _fail(source, at, f"coordinates must be finite, got {_fmt(xy)}")
-        if (xy < 0).any():
-            _fail(source, at, f"negative coordinate in {_fmt(xy)} (pixels from the top-left corner)")
+        if bad_value[index]:
+            _fail(source, at, f"coordinates must be finite, got {_fmt(points[index])}")
+        _fail(source, at, f"negative coordinate in {_fmt(points[index])} (pixels from the top-left corner)")
     if box is not None:
         if not isinstance(box, np.ndarray) or box.dtype != np.float32 or box.shape != (4,):
             _fail(source, f"{where}.box", f"must be a float32 [4] array, got {_array_kind(box)}")
@@ -323,13 +344,14 @@ def validate_prompts(objects: Sequence[ObjectPrompts], source: str | Path, n_fra
             where = f"objects[{i}].prompts[{j}]"
             if prompt.frame >= n_frames:
                 _fail(source, f"{where}.frame", f"frame {prompt.frame} is past the end of the video ({n_frames} frames)")
-            for index, (x, y) in enumerate(prompt.points):
-                if not (x < width and y < height):
-                    _fail(
-                        source,
-                        f"{where}.{_point_name(prompt.labels, index)}",
-                        f"{_fmt((x, y))} is outside the {frame_size} (x must be < {width}, y < {height})",
-                    )
+            outside = (prompt.points[:, 0] >= width) | (prompt.points[:, 1] >= height)
+            if outside.any():
+                index = int(np.argmax(outside))
+                _fail(
+                    source,
+                    f"{where}.{_point_name(prompt.labels, index)}",
+                    f"{_fmt(prompt.points[index])} is outside the {frame_size} (x must be < {width}, y < {height})",
+                )
             box = prompt.box
             if box is not None and not (box[2] <= width and box[3] <= height):
                 _fail(source, f"{where}.box", f"{_fmt(box)} is outside the {frame_size} (x <= {width}, y <= {height})")
@@ -366,7 +388,9 @@ def _fmt(values: Any) -> str:
 
 def _describe(value: Any) -> str:
     """A short, one-line rendering of a JSON value for error messages."""
-    text = json.dumps(value)
+    if isinstance(value, (list, dict)) and len(value) > 8:
+        value = list(value)[:8] if isinstance(value, list) else dict(list(value.items())[:8])  # json.dumps of it all is O(size)
+    text = one_line(json.dumps(value, ensure_ascii=True))
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, WeightsError
+from .fileio import check_readable
 
 
 def require_torch(purpose: str = "the PyTorch models") -> Any:
@@ -58,10 +59,9 @@ def read_state_dict(path: str | Path) -> Mapping[str, Any]:
     code); a ``{"model": state_dict}`` wrapper is unwrapped."""
     torch = require_torch()
     path = Path(path)
+    check_readable(path, WeightsError)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError("no such checkpoint file", path) from None
     except Exception as exc:  # torch raises pickle, zip and its own errors for a bad file
         raise WeightsError(f"not a loadable PyTorch checkpoint ({' '.join(str(exc).split())[:200]})", path) from None
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):

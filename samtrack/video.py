@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError
+from .fileio import check_readable, list_folder, open_image, os_errors
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # A folder of frames carries no frame rate; DAVIS, the usual source of such folders, is 24 fps.
@@ -86,14 +88,16 @@ def open_video(path: str | Path) -> VideoReader:
         InputError: the path is missing, is not a readable video, or holds no frames.
     """
     path = Path(path)
-    if path.is_dir():
+    with os_errors(path):
+        st = path.stat()
+    if stat.S_ISDIR(st.st_mode):
         return FrameFolderReader(path)
-    if not path.exists():
-        raise InputError("no such file or folder", path)
-    if not path.is_file():
+    if not stat.S_ISREG(st.st_mode):
         raise InputError("not a video file or a folder of frames", path)
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise InputError("the file is empty", path)
+    # decord and OpenCV report an unreadable file as they report a corrupt one.
+    check_readable(path)
     try:
         return DecordVideoReader(path)
     except _CannotOpen:
@@ -283,12 +287,13 @@ class FrameFolderReader:
 
     def __init__(self, path: Path) -> None:
         # Names starting with "." are hidden files, such as macOS "._0001.jpg" metadata.
-        images = (p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-        self.files = sorted((p for p in images if p.is_file()), key=lambda p: natural_key(p.name))
+        images = (p for p in list_folder(path) if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        with os_errors(path):
+            self.files = sorted((p for p in images if p.is_file()), key=lambda p: natural_key(p.name))
         if not self.files:
             raise InputError(f"the folder holds no images ({', '.join(IMAGE_SUFFIXES)})", path)
         try:
-            with Image.open(self.files[0]) as image:
+            with open_image(self.files[0]) as image:
                 width, height = image.size
         except (OSError, ValueError) as exc:
             raise InputError("cannot read image (corrupt or not an image)", self.files[0]) from exc
@@ -301,7 +306,7 @@ class FrameFolderReader:
         _check_index(index, self.info.n_frames)
         file = self.files[index]
         try:
-            with Image.open(file) as image:
+            with open_image(file) as image:
                 frame = np.asarray(image.convert("RGB"))
         except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
             raise InputError("cannot read image (corrupt or not an image)", file) from exc

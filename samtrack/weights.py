@@ -50,6 +50,7 @@ from typing import IO, Callable
 import platformdirs
 
 from .errors import WeightsError
+from .fileio import check_readable, os_errors
 from .outputs import atomic_write
 
 Log = Callable[[str], None]
@@ -400,13 +401,17 @@ def resolve(name: str, checkpoint: str | None, auto_fetch: bool = True, log: Log
     spec = get_spec(name)
     if checkpoint is not None:
         directory = Path(checkpoint).expanduser()
-        if not directory.is_dir():
-            raise WeightsError(
-                f"checkpoint must be a directory holding {', '.join(wf.name for wf in spec.files)}", directory
-            )
-        missing = [wf.name for wf in spec.files if not (directory / wf.name).is_file()]
+        with os_errors(directory, WeightsError):
+            if not directory.is_dir():
+                directory.stat()  # missing or unreadable: say which
+                raise WeightsError(
+                    f"checkpoint must be a directory holding {', '.join(wf.name for wf in spec.files)}", directory
+                )
+            missing = [wf.name for wf in spec.files if not (directory / wf.name).is_file()]
         if missing:
             raise WeightsError(f"checkpoint directory lacks {', '.join(missing)} (needed by {spec.name})", directory)
+        for wf in spec.files:
+            check_readable(directory / wf.name, WeightsError)
         return directory
     try:
         return cached_path(name)

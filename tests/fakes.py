@@ -105,3 +105,27 @@ class ArrayVideo:
 
     def close(self) -> None:
         pass
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (for leftovers of a killed run)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def left_by_killed_run(folder) -> None:
+    """Make ``folder`` look like a killed samtrack run's working folder: samtrack's mark with a
+    process that is gone."""
+    import json
+    import os
+    import socket
+
+    from samtrack.outputs import OWNER_FILE
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, OWNER_FILE), "w") as f:
+        json.dump({"pid": dead_pid(), "host": socket.gethostname()}, f)

@@ -455,3 +455,4 @@ def test_bench_reports_stages_ratio_and_memory(tmp_path, monkeypatch, capsys):
     assert out.startswith("6 frames, 1 object(s)")
     assert "encoder" in out and "decoder" in out and "tracker" in out and "peak RSS" in out
     assert "x encoder" in out
+    assert "machine: " in out and "GFLOP/s" in out and "segmenter: blob" in out

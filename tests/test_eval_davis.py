@@ -17,6 +17,8 @@ from samtrack.cli import main
 from samtrack.eval import runner
 from samtrack.eval.scoring import GLOBAL_COLUMNS, SEQUENCE_COLUMNS
 
+from .fakes import left_by_killed_run
+
 SEQUENCES = ("bear", "boat")
 N_FRAMES = 10
 SPLIT = "tiny"
@@ -122,7 +124,7 @@ def test_resume_after_interruption(full_run: Path, davis_root: Path, mobilesam_c
     assert not (out / f"global_results-{SPLIT}.csv").exists()
     monkeypatch.undo()
     # What a SIGKILL would have left instead: the second sequence's staging folder.
-    (results / f".{second}.partial").mkdir()
+    left_by_killed_run(results / f".{second}.partial")
     write(results / f".{second}.partial" / "00000.png", np.zeros((480, 854), np.uint8))
 
     finished = {p.name: p.stat().st_mtime_ns for p in (results / first).iterdir()}

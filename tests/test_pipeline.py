@@ -176,7 +176,7 @@ def test_prompt_on_a_skipped_frame_is_a_clear_error():
     video = SyntheticVideo(10, {1: (10, 40, 30, 1)})
     predictor = make_predictor(video, "video.stride=2")
     state = predictor.init_state(video)
-    with pytest.raises(InputError, match="frame 3 is not processed"):
+    with pytest.raises(ValueError, match="frame_idx: frame 3 is not processed"):
         predictor.add_new_points_or_box(state, 3, 1, points=[[25, 55]], labels=[1])
 
 

@@ -117,3 +117,35 @@ def test_run_with_the_torch_segmenter_matches_the_onnx_run(davis16, mobilesam_ch
         a = np.asarray(Image.open(tmp_path / "onnx" / "masks" / f"{i:05d}.png")) > 0
         b = np.asarray(Image.open(tmp_path / "torch" / "masks" / f"{i:05d}.png")) > 0
         assert _iou(a, b) >= 0.98, i
+
+
+def test_unpadded_onnx_graphs_equal_our_torch_model_unpadded(davis16, mobilesam_checkpoint, mobilesam_torch_checkpoint,
+                                                             tmp_path, monkeypatch) -> None:
+    """mobilesam-onnx with unpadded=true runs graphs exported from our PyTorch MobileSAM for the
+    frame's own input size: they must give what that model gives unpadded, and be exported once."""
+    from samtrack.segmenters.mobilesam_onnx import MobileSamOnnx
+    from samtrack.segmenters.sam_torch import SamTorch
+    from samtrack.segmenters.unpadded import UnpaddedGraphs
+
+    monkeypatch.setenv("SAMTRACK_HOME", str(tmp_path / "cache"))
+    # A wide strip of a DAVIS frame: a 1024x128 input, a 64 x 8 embedding grid (quick to export).
+    frame = np.ascontiguousarray(load_frame(davis16, "bear", 0)[150:257])  # 107 rows: 128 after resizing
+    gt = load_gt(davis16, "bear", 0)[150:257]
+    graphs = UnpaddedGraphs(log=lambda message: None, source=mobilesam_torch_checkpoint)
+    onnx = MobileSamOnnx(mobilesam_checkpoint / "encoder.onnx", mobilesam_checkpoint / "sam.onnx", unpadded=graphs)
+    ours = SamTorch(build_sam("mobilesam-torch", mobilesam_torch_checkpoint), "mobilesam", device="cpu", unpadded=True)
+    a, b = onnx.encode(frame), ours.encode(frame)
+    assert a.features.shape == (1, 256, 8, 64) and a.input_size == b.input_size
+    assert np.abs(a.features - b.numpy()).max() < 1e-4
+    for prompt in _prompts(gt, np.random.default_rng(2)):
+        first, second = onnx.decode(a, **prompt), ours.decode(b, **prompt)
+        assert first.low_res_logits.shape == (32, 256)
+        assert np.abs(first.logits - second.logits).max() < 1e-3
+        assert abs(first.iou - second.iou) < 1e-4
+        again = onnx.decode(a, **prompt, mask_input=first.low_res_logits)
+        assert np.abs(again.logits - ours.decode(b, **prompt, mask_input=second.low_res_logits).logits).max() < 1e-3
+    (encoder, decoder) = graphs.paths((128, 1024))
+    stamp = encoder.stat().st_mtime_ns, decoder.stat().st_mtime_ns
+    UnpaddedGraphs(log=lambda message: pytest.fail(f"exported again: {message}"), source=mobilesam_torch_checkpoint).paths((128, 1024))
+    assert (encoder.stat().st_mtime_ns, decoder.stat().st_mtime_ns) == stamp
+

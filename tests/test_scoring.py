@@ -333,7 +333,7 @@ def test_unreadable_split_file_is_a_one_line_error(davis17, tmp_path: Path) -> N
     root, _, _ = davis17
     listing = tmp_path / "list.txt"
     listing.write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(InputError, match="cannot read the sequence list"):
+    with pytest.raises(InputError, match="list.txt: not UTF-8 text"):
         davis.list_sequences(root, 2017, listing)
 
 

@@ -15,12 +15,14 @@ def _onnx(config: SegmenterConfig, log) -> Segmenter:
     for key, default in (("device", "auto"), ("precision", "fp32")):
         if getattr(config, key) != default:
             raise ConfigError(f"segmenter.{key} applies to the PyTorch segmenters; {config.name} runs on ONNX runtimes")
-    if config.unpadded:
-        raise ConfigError(f"segmenter.unpadded=true needs a PyTorch segmenter: {config.name}'s encoder graph is fixed "
-                          "to the 1024x1024 square")
+    if config.unpadded and config.checkpoint is not None:
+        raise ConfigError("segmenter.unpadded=true with mobilesam-onnx exports its graphs from the cached MobileSAM "
+                          "weights; it cannot use segmenter.checkpoint (--checkpoint)")
     backend, why = pick_backend(config.backend)
-    segmenter = MobileSamOnnx.from_checkpoint(config.checkpoint, threads=config.threads, log=log, backend=backend)
-    log(f"segmenter {config.name}: encoder on {backend}{f' ({why})' if why else ''}")
+    segmenter = MobileSamOnnx.from_checkpoint(config.checkpoint, threads=config.threads, log=log, backend=backend,
+                                              unpadded=bool(config.unpadded))
+    log(f"segmenter {config.name}: encoder on {backend}{f' ({why})' if why else ''}, "
+        f"frames {'unpadded' if config.unpadded else 'padded to the square'}")
     return segmenter
 
 

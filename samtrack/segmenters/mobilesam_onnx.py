@@ -15,8 +15,9 @@ from samtrack import weights
 from samtrack.errors import WeightsError
 
 from . import transforms
-from .backends import open_session
+from .backends import GraphSession, open_session
 from .base import DecodeOneByOne, ImageEmbedding, MaskPrediction, Prompt
+from .unpadded import UnpaddedGraphs
 
 LOW_RES = 256
 _DECODER_INPUTS = {"image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"}
@@ -36,6 +37,9 @@ class MobileSamOnnx(DecodeOneByOne):
             (:func:`samtrack.segmenters.sam.export.export_decoder`): ``decode_batch`` then runs
             every prompt set in one call. Not the default: on 2 CPU cores it measured slower than
             one call per prompt set (``python -m samtrack.eval.segmenter_bench``).
+        unpadded: encode frames at their own aspect (sides padded to multiples of 16), with the
+            graphs these give per input size (:class:`~samtrack.segmenters.unpadded.UnpaddedGraphs`)
+            instead of the square pair; None: SAM's square.
     """
 
     name = "mobilesam-onnx"
@@ -47,11 +51,17 @@ class MobileSamOnnx(DecodeOneByOne):
         threads: int | None = None,
         batched_decoder: str | Path | None = None,
         backend: str = "onnxruntime",
+        unpadded: "UnpaddedGraphs | None" = None,
     ) -> None:
-        self._encoder = open_session(Path(encoder_path), backend, threads)
+        self.encoder_path = Path(encoder_path)
+        self._encoder = open_session(self.encoder_path, backend, threads)
         self._decoder = open_session(Path(decoder_path), "onnxruntime", threads)
         self._batched = None if batched_decoder is None else open_session(Path(batched_decoder), "onnxruntime", threads)
         self.backend = backend
+        self.threads = threads
+        self.unpadded = unpadded
+        # Per unpadded input size (h, w): its encoder and grid decoder sessions.
+        self._sized: dict[tuple[int, int], tuple[GraphSession, GraphSession]] = {}
         self._encoder_input = self._encoder.input_names[0]
         names = set(self._decoder.input_names)
         if names != _DECODER_INPUTS:
@@ -66,20 +76,41 @@ class MobileSamOnnx(DecodeOneByOne):
     @classmethod
     def from_checkpoint(
         cls, checkpoint: str | None, threads: int | None = None, log: weights.Log = weights.log_stderr,
-        backend: str = "onnxruntime",
+        backend: str = "onnxruntime", unpadded: bool = False,
     ) -> "MobileSamOnnx":
         """Load from a directory holding ``encoder.onnx`` and ``sam.onnx``, or from the weights
-        cache when ``checkpoint`` is None (fetched on first use, with progress told to ``log``)."""
+        cache when ``checkpoint`` is None (fetched on first use, with progress told to ``log``);
+        ``unpadded`` encodes frames at their own aspect (graphs exported per size on first use)."""
         directory = weights.resolve(cls.name, checkpoint, log=log)
-        return cls(directory / "encoder.onnx", directory / "sam.onnx", threads=threads, backend=backend)
+        return cls(directory / "encoder.onnx", directory / "sam.onnx", threads=threads, backend=backend,
+                   unpadded=UnpaddedGraphs(log) if unpadded else None)
+
+    @property
+    def embedding_id(self) -> str:
+        """What an embedding cache keys this segmenter's embeddings by."""
+        return self.name + ("-unpadded" if self.unpadded else "")
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
-        """Encode an RGB uint8 ``[H, W, 3]`` frame into a ``[1, 256, 64, 64]`` embedding."""
+        """Encode an RGB uint8 ``[H, W, 3]`` frame into a ``[1, 256, 64, 64]`` embedding
+        (``[1, 256, h/16, w/16]`` unpadded, e.g. 36 x 64 for 16:9)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
-        tensor, input_size = transforms.preprocess(image)
-        (features,) = self._encoder.run({self._encoder_input: tensor})
+        if self.unpadded is None:
+            tensor, input_size = transforms.preprocess(image)
+            (features,) = self._encoder.run({self._encoder_input: tensor})
+        else:
+            tensor, input_size = transforms.preprocess(image, multiple=transforms.PATCH)
+            encoder, _ = self._graphs(tensor.shape[2:])
+            (features,) = encoder.run({"input": tensor})
         return ImageEmbedding(features=features, original_size=image.shape[:2], input_size=input_size)
+
+    def _graphs(self, input_size: tuple[int, int]) -> "tuple[GraphSession, GraphSession]":
+        sessions = self._sized.get(tuple(input_size))
+        if sessions is None:
+            encoder, decoder = self.unpadded.paths(tuple(input_size))
+            sessions = self._sized[tuple(input_size)] = (
+                open_session(encoder, self.backend, self.threads), open_session(decoder, "onnxruntime", self.threads))
+        return sessions
 
     def decode(
         self,
@@ -95,6 +126,9 @@ class MobileSamOnnx(DecodeOneByOne):
         Raises:
             ValueError: no prompt at all, or prompts of the wrong shape or label values.
         """
+        if self.unpadded is not None:
+            (prediction,) = self._decode_on_grid(embedding, [Prompt(points, labels, box, mask_input)])
+            return prediction
         coords, point_labels = transforms.prompt_tokens(points, labels, box)
         coords = transforms.apply_coords(coords, embedding.original_size)[None]
         if mask_input is None:
@@ -120,11 +154,22 @@ class MobileSamOnnx(DecodeOneByOne):
         self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False
     ) -> list[MaskPrediction]:
         """One call per prompt set, or one call for all of them with ``batched_decoder``."""
-        if self._batched is None or candidates or not prompts:
+        if self._batched is None or candidates or not prompts or self.unpadded is not None:
             return super().decode_batch(embedding, prompts, candidates)
+        return self._run_batched(self._batched, embedding, prompts, (LOW_RES, LOW_RES))
+
+    def _decode_on_grid(self, embedding: ImageEmbedding, prompts: Sequence[Prompt]) -> list[MaskPrediction]:
+        """Decode with the grid decoder of an unpadded embedding."""
+        grid = embedding.features.shape[-2:]
+        _, decoder = self._graphs((transforms.PATCH * grid[0], transforms.PATCH * grid[1]))
+        return self._run_batched(decoder, embedding, prompts, (4 * grid[0], 4 * grid[1]))
+
+    def _run_batched(self, session: "GraphSession", embedding: ImageEmbedding, prompts: Sequence[Prompt],
+                     low_res_shape: tuple[int, int]) -> list[MaskPrediction]:
+        """A graph of :func:`~samtrack.segmenters.sam.export.export_decoder` on ``prompts``."""
         coords, labels, valid = transforms.batch_prompt_tokens(prompts, embedding.original_size)
-        masks, given = transforms.batch_mask_inputs(prompts, (LOW_RES, LOW_RES))
-        logits, iou, low_res = self._batched.run(
+        masks, given = transforms.batch_mask_inputs(prompts, low_res_shape)
+        logits, iou, low_res = session.run(
             {
                 "image_embeddings": embedding.features,
                 "point_coords": coords,

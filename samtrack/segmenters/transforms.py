@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from .base import Prompt
 
 IMAGE_SIZE = 1024
+# The image encoders' output stride: an embedding cell covers 16 x 16 input pixels, so unpadded
+# inputs are padded to multiples of it.
+PATCH = 16
 # ImageNet statistics in 0-255 units, as SAM was trained with (RGB order).
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)

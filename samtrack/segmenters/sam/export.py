@@ -6,10 +6,14 @@ sets are padded to one length with SAM's "not a point" token, and ``token_mask``
 padding) keeps the padding out of the attention, so each row decodes as it would alone. It picks
 each row's mask as SAM's export does (single-mask output for 3+ real tokens, else the best
 multimask output) and returns it upscaled to ``orig_im_size``, with its IoU and low-res logits.
+A decoder can be exported for an unpadded frame's embedding grid (e.g. 36 x 64 for 16:9), with the
+image encoder at the matching input size (:func:`export_encoder`), so that the ONNX runtimes
+encode frames without the square's padding.
 """
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -50,7 +54,9 @@ class BatchedDecoder(nn.Module):
         rows = torch.arange(masks.shape[0])
         low_res = masks[rows, chosen].unsqueeze(1)
         scores = iou[rows, chosen].unsqueeze(1)
-        up = F.interpolate(low_res, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        # Up to the encoder's input (the square, or an unpadded frame's multiple-of-16 sides):
+        # low-res logits are at 1/4 of it.
+        up = F.interpolate(low_res, (4 * low_res.shape[-2], 4 * low_res.shape[-1]), mode="bilinear", align_corners=False)
         # The frame's size inside the padded square, rounded half up as SAM's resize does.
         scale = self.image_size / torch.max(orig_im_size)
         inner = torch.floor(orig_im_size * scale + 0.5).to(torch.int64)
@@ -60,11 +66,12 @@ class BatchedDecoder(nn.Module):
         return up, scores, low_res
 
 
-def export_decoder(model: Sam, path: str | Path, opset: int = 17) -> None:
-    """Write ``model``'s decoder as a batched ONNX graph to ``path`` (square 64 x 64 embedding)."""
+def export_decoder(model: Sam, path: str | Path, opset: int = 17, grid: tuple[int, int] | None = None) -> None:
+    """Write ``model``'s decoder as a batched ONNX graph to ``path``, for embeddings of ``grid``
+    (``(h, w)``; None: the square's 64 x 64)."""
     model = model.eval()
-    grid = model.prompt_encoder.image_embedding_size
-    low = model.prompt_encoder.mask_input_size
+    grid = tuple(grid or model.prompt_encoder.image_embedding_size)
+    low = (4 * grid[0], 4 * grid[1])
     example = (
         torch.zeros(1, model.prompt_encoder.embed_dim, *grid),
         torch.zeros(2, 3, 2),
@@ -84,7 +91,27 @@ def export_decoder(model: Sam, path: str | Path, opset: int = 17) -> None:
         "iou_predictions": {0: "batch"},
         "low_res_masks": {0: "batch"},
     }
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), _quiet_export():
+        torch.onnx.export(
+            BatchedDecoder(model), example, str(path), input_names=INPUTS, output_names=OUTPUTS,
+            dynamic_axes=dynamic, opset_version=opset, dynamo=False,
+        )
+
+
+def export_encoder(model: Sam, path: str | Path, input_size: tuple[int, int], opset: int = 17) -> None:
+    """Write ``model``'s image encoder as an ONNX graph for inputs of exactly ``input_size``
+    (``(h, w)``, multiples of 16): ``input`` ``[1, 3, h, w]`` -> ``output`` ``[1, 256, h/16, w/16]``.
+    A frame encoded at its own aspect skips the square's padding (a 16:9 frame: 57 % of the work)."""
+    model = model.eval()
+    example = torch.zeros(1, 3, *input_size)
+    with torch.no_grad(), _quiet_export():
+        torch.onnx.export(model.image_encoder, (example,), str(path), input_names=["input"], output_names=["output"],
+                          opset_version=opset, dynamo=False)
+
+
+@contextmanager
+def _quiet_export():
+    with warnings.catch_warnings():
         # The TorchScript exporter (the torch.export one needs onnxscript) warns that it is
         # deprecated, and the tracer that sizes computed from orig_im_size become constants in
         # Python; they stay dynamic in the graph (the tests run it at other sizes).
@@ -93,7 +120,4 @@ def export_decoder(model: Sam, path: str | Path, opset: int = 17) -> None:
         # It warns that gathers with negative indices would be wrong; ours (rows, mask numbers)
         # are never negative.
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
-        torch.onnx.export(
-            BatchedDecoder(model), example, str(path), input_names=INPUTS, output_names=OUTPUTS,
-            dynamic_axes=dynamic, opset_version=opset, dynamo=False,
-        )
+        yield
