@@ -1,5 +1,6 @@
 """Segmenter timings side by side in one process (these machines are noisy), on a real frame:
-encoders (ONNX on onnxruntime and on OpenVINO, PyTorch padded to the square, PyTorch unpadded),
+encoders (ONNX on onnxruntime and on OpenVINO, padded to the square and unpadded; PyTorch padded
+and unpadded),
 and decoder time per frame with
 many objects, every object's pass decoded in one batch against one by one.
 
@@ -67,6 +68,9 @@ def prompts_for(n_objects: int, size: tuple[int, int], seed: int = 0) -> dict[in
 ENCODERS = {
     "mobilesam-onnx": ["segmenter.name=mobilesam-onnx", "segmenter.backend=onnxruntime"],
     "mobilesam-onnx (openvino)": ["segmenter.name=mobilesam-onnx", "segmenter.backend=openvino"],
+    "mobilesam-onnx unpadded": ["segmenter.name=mobilesam-onnx", "segmenter.backend=onnxruntime", "segmenter.unpadded=true"],
+    "mobilesam-onnx unpadded (openvino)": ["segmenter.name=mobilesam-onnx", "segmenter.backend=openvino",
+                                           "segmenter.unpadded=true"],
     "mobilesam (padded)": ["segmenter.name=mobilesam", "segmenter.unpadded=false"],
     "mobilesam (unpadded)": ["segmenter.name=mobilesam", "segmenter.unpadded=true"],
 }
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m samtrack.eval.segmenter_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--frame", required=True, help="an RGB frame (jpg/png)")
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--segmenters", nargs="+", default=["mobilesam", "mobilesam-onnx"])
+    parser.add_argument("--segmenters", nargs="*", default=["mobilesam", "mobilesam-onnx"], help="decoder benchmarks (none: skip)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--encoders", nargs="*", default=list(ENCODERS), choices=list(ENCODERS),
                         help="encoder variants to time (none: skip)")

@@ -17,7 +17,7 @@ import pickle
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -123,6 +123,17 @@ class VideoPredictor:
     def timings(self) -> Timings:
         return self.pipeline.timings
 
+    def keep_recent_embeddings(self, size: int = 4) -> None:
+        """Keep the last ``size`` frames' image embeddings in memory, so that repeated prompts
+        on one frame (an interactive editor) cost decoder calls only (4 MB per MobileSAM frame)."""
+        from .segmenters.cache import RecentEmbeddings
+
+        segmenter = self.pipeline.segmenter
+        if isinstance(segmenter, RecentEmbeddings):
+            segmenter.size = size
+            return
+        self.pipeline.segmenter = self.pipeline.passes.segmenter = RecentEmbeddings(segmenter, size)
+
     # ------------------------------------------------------------------ state
     def init_state(self, video: str | Path | VideoReader) -> InferenceState:
         """Open a video file or frame folder; frames are selected by ``config.video``.
@@ -188,16 +199,38 @@ class VideoPredictor:
         return self._add_and_preview(state, arguments.obj_id(obj_id), prompt, arguments.optional_name(name))
 
     # ------------------------------------------------------------------ propagation
-    def propagate_in_video(self, state: InferenceState, reverse: bool = False) -> Iterator[FrameResult]:
+    def propagate_in_video(
+        self,
+        state: InferenceState,
+        reverse: bool = False,
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+        start_masks: Mapping[int, np.ndarray] | None = None,
+    ) -> Iterator[FrameResult]:
         """Track and segment every object through the video in one direction.
 
         Forward, the pass starts at the earliest prompted frame and objects join at their first
         prompt; later prompts correct them. With ``reverse=True`` the pass runs backward from the
         latest first prompt, each object starting at its first prompt.
+
+        ``start_frame_idx`` restarts a pass from that frame (e.g. one just corrected): objects
+        prompted there start from their prompt, the others from their mask in ``start_masks``
+        (object id -> bool ``[H, W]``, e.g. an earlier pass's result there), and prompts behind
+        the pass's direction are ignored. ``max_frame_num_to_track`` caps the frames after the
+        start (as in SAM 2).
         """
         reverse = arguments.flag(reverse, "reverse")
         objects = _prompted(state)
         order = state.frame_indices[::-1] if reverse else state.frame_indices
+        if start_frame_idx is not None:
+            if start_frame_idx not in order:
+                raise InputError(f"frame {start_frame_idx} is not a processed frame", state.video_path)
+            order = order[order.index(start_frame_idx):]
+            objects = _restarted(objects, start_frame_idx, start_masks or {}, reverse)
+            if not objects:
+                return
+        if max_frame_num_to_track is not None:
+            order = order[: max(0, max_frame_num_to_track) + 1]
         yield from self.pipeline.propagate(state.reader, objects, order, reverse=reverse)
 
     def segment_video(self, state: InferenceState) -> Iterator[FrameResult]:
@@ -233,6 +266,35 @@ class VideoPredictor:
                 if backward is not None:
                     _paint_under(current, backward)
                 yield current
+
+    # ------------------------------------------------------------------ export
+    def export(
+        self,
+        state: InferenceState,
+        out: str | Path,
+        formats: Sequence[str],
+        feather: float = 0.0,
+        results: Iterable[FrameResult] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write ``formats`` (names from :data:`samtrack.export.EXPORT_FORMATS`: mattes,
+        cut-outs, COCO RLE, label PNGs, overlay) into the folder ``out``, atomically.
+
+        ``results`` are the frames to export (e.g. kept from :meth:`propagate_in_video`);
+        None segments the whole video with :meth:`segment_video`. ``progress(n)`` is called
+        after each exported frame. Returns the number of frames exported.
+        """
+        from .export import check_available, export_results, parse_formats
+
+        formats = parse_formats(formats, source="formats")
+        check_available(formats)
+        info = state.reader.info
+        names = {o.obj_id: o.name for o in state.objects.values()}
+        if not names:
+            raise InputError("no objects to export: add points, a box or a mask first", state.video_path)
+        fps = info.fps / self.config.video.stride
+        return export_results(out, formats, info, names, fps, self.segment_video(state) if results is None else results,
+                              state.reader.read, feather=feather, progress=progress)
 
     # ------------------------------------------------------------------ helpers
     def _add_and_preview(self, state: InferenceState, obj_id: int, prompt: FramePrompt, name: str | None) -> FrameResult:
@@ -273,6 +335,27 @@ def _prompted(state: InferenceState) -> list[ObjectPrompts]:
     if not state.objects:
         raise InputError("no prompts: add points, a box or a mask first", state.video_path)
     return list(state.objects.values())
+
+
+def _restarted(
+    objects: Sequence[ObjectPrompts], start: int, masks: Mapping[int, np.ndarray], reverse: bool
+) -> list[ObjectPrompts]:
+    """The prompts of a pass restarted on frame ``start``: each object's prompt there, else its
+    mask there as a mask prompt, then (forward) its later prompts as corrections."""
+    restarted = []
+    for obj in objects:
+        here = [p for p in obj.prompts if p.frame == start]
+        mask = masks.get(obj.obj_id)
+        if not here and mask is not None and np.asarray(mask).any():
+            here = [FramePrompt(frame=start, points=np.zeros((0, 2), np.float32), labels=np.zeros(0, np.int32),
+                                mask=np.asarray(mask, bool))]
+        ahead = [p for p in obj.prompts if (p.frame < start if reverse else p.frame > start)]
+        # A backward pass acts on each object's first prompt only; from a restart that is its
+        # start, or (not there yet) its latest prompt before it.
+        prompts = here if (reverse and here) else (ahead[-1:] if reverse else here + ahead)
+        if prompts:
+            restarted.append(ObjectPrompts(obj_id=obj.obj_id, name=obj.name, prompts=sorted(prompts, key=lambda p: p.frame)))
+    return restarted
 
 
 def _keep_objects(result: FrameResult, keep: set[int]) -> None:

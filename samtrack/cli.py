@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_weights(sub)
     _add_config(sub)
+    _add_app(sub)
     from .eval.commands import add_batch_parser, add_eval_parser
 
     add_eval_parser(sub, add_config_args)
@@ -135,7 +136,9 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[Override] = (), s
 # ---------------------------------------------------------------------- run
 # Everything `samtrack run` writes into --out: an existing folder holding only these is a
 # previous result, which a new run may replace.
-RESULT_ENTRIES = frozenset({"masks", "overlay.mp4", "tracks.json", "config.yaml", "run.json"})  # run.json: batch
+# run.json: a samtrack batch row's record.
+RESULT_ENTRIES = frozenset({"masks", "overlay.mp4", "tracks.json", "config.yaml", "matte", "cutout", "coco_rle.json",
+                            "run.json"})
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -153,6 +156,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, help="process at most N frames")
     p.add_argument("--longest-side", type=int, help="resize frames to this longest side for processing")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--export", action="append", default=[], metavar="FORMATS",
+                   help="also write these formats, comma-separated or repeated: matte-png, matte-ffv1, matte-luma, "
+                        "cutout-png, cutout-webm, cutout-mov, coco, or all (see README, Exports)")
+    p.add_argument("--feather", type=float, default=0.0, metavar="PX", help="soften matte and cut-out edges over PX pixels")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run)
 
@@ -176,6 +183,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.points and args.mask_frame is not None:
         raise SamtrackError("--mask-frame goes with --mask; clicks.json gives each prompt's frame itself")
     objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
+    from .export import check_available, parse_formats
+
+    # Label PNGs and the overlay are run's own outputs already.
+    formats = [f for f in parse_formats(args.export) if f not in ("labels", "overlay")]
+    check_available(formats)
+    if args.feather < 0:
+        raise SamtrackError(f"--feather must be >= 0, got {args.feather}")
     state = open_state(args.input, config)
     state.add_objects(objects, prompt_path)
     out = Path(args.out)
@@ -188,7 +202,8 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with StagedOutputDir(out) as staging, tqdm(total=len(state.frame_indices), unit="frame", desc="samtrack",
                                                file=sys.stderr, disable=args.quiet) as progress:
-        n = write_results(predictor, state, {o.obj_id: o.name for o in objects}, staging, lambda: progress.update(1))
+        n = write_results(predictor, state, {o.obj_id: o.name for o in objects}, staging, lambda: progress.update(1),
+                          formats=formats, feather=args.feather)
     elapsed = time.perf_counter() - started
 
     stages = ", ".join(f"{k} {v:.0f}" for k, v in predictor.timings.per_frame(n).items())
@@ -356,6 +371,42 @@ def _weights_path(args: argparse.Namespace) -> int:
     from . import weights
 
     print(weights.cached_path(args.name))
+    return 0
+
+
+# ---------------------------------------------------------------------- app
+def _add_app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="the interactive web app: click, propagate, correct, export",
+                       description="Start the local web app (needs samtrack[app]) and open it in the browser.")
+    p.add_argument("video", nargs="*", help="video files or frame folders to open")
+    p.add_argument("--out", default="samtrack-app", metavar="DIR", help="where exports and uploads go [./samtrack-app]")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1: this machine only]")
+    p.add_argument("--port", type=int, default=8765, help="port [8765; 0: any free one]")
+    p.add_argument("--allow-remote", action="store_true", help="allow a --host other machines can reach (a token is printed)")
+    p.add_argument("--no-browser", action="store_true", help="do not open the browser")
+    p.add_argument("--max-upload-mb", type=float, default=1024, metavar="MB", help="largest video the page may upload [1024]")
+    add_config_args(p)
+    p.set_defaults(handler=_app)
+
+
+def _app(args: argparse.Namespace) -> int:
+    try:
+        from .app.server import serve
+    except ImportError as exc:
+        raise SamtrackError(f"samtrack app needs the app extra ({exc.name} is missing): pip install 'samtrack[app]'") from None
+    from .api import VideoPredictor
+
+    source, note = config_source(args)
+    config = config_from_args(args, source=source)
+    log = stderr_logger(False)
+
+    def predictor() -> VideoPredictor:
+        if note:
+            log(note)
+        return VideoPredictor.from_config(config, log=log)
+
+    serve(predictor, args.video, args.out, host=args.host, port=args.port, allow_remote=args.allow_remote,
+          open_browser=not args.no_browser, max_upload_mb=args.max_upload_mb, log=log)
     return 0
 
 

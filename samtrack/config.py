@@ -152,9 +152,10 @@ class SegmenterConfig:
     device: Device = "auto"
     precision: Precision = "fp32"
     # Encode a frame at its own aspect (sides padded to multiples of 16) instead of padded to
-    # the 1024 square: a 16:9 frame then costs 56 % of the square's encoder work. null = the
+    # the 1024 square: a 16:9 frame then costs 57 % of the square's encoder work. null = the
     # segmenter's choice: the PyTorch ones encode unpadded (J&F 0.755 against 0.743 padded on the
-    # shared DAVIS sequences, mean of 3 seeds), the ONNX encoder's graph is fixed to the square.
+    # shared DAVIS sequences, mean of 3 seeds); mobilesam-onnx does where PyTorch is installed
+    # to export its graphs once per frame size (J&F 0.763 against 0.744), else pads.
     unpadded: bool | None = None
     # PyTorch only: at most this many prompt sets per decoder call (a frame's objects are
     # decoded in chunks of it); null = 1 on CPU, where one batch of 16 measured 1.7x slower than

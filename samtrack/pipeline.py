@@ -302,7 +302,10 @@ class SamPt:
             track = tracks[obj_id]
             if obj_id in given_masks:
                 self._sample(track, track.mask, image, rng)
-            elif self.config.sampling.extra_points_from_clicks and track.mask is not None and track.mask.any():
+            elif track.mask is not None and track.mask.any() and (
+                self.config.sampling.extra_points_from_clicks or not (prompts[obj_id].labels == 1).any()
+            ):
+                # A box without a positive click leaves nothing to track: points come from its mask.
                 xy, labels = self.sampler.sample(track.mask, image, rng)
                 track.set_points(np.concatenate([track.xy, xy]), np.concatenate([track.labels, labels]))
         # The points drawn for a prompted frame are the ones tracking starts from.

@@ -1,11 +1,11 @@
 """One video's results folder as ``samtrack run`` writes it: masks/, overlay.mp4, tracks.json,
-config.yaml (see the README's Outputs). ``samtrack run`` and ``samtrack batch`` both go through
+config.yaml and any exports (see the README's Outputs and Exports). ``samtrack run`` and ``samtrack batch`` both go through
 :func:`write_results`, so a video segmented in a batch, on any runner, gives the same files."""
 from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import yaml
 
@@ -24,7 +24,7 @@ def open_state(video: str | Path, config):
 
 
 def write_results(predictor, state, names: Mapping[int, str | None], folder: Path,
-                  tick: Callable[[], None] = lambda: None) -> int:
+                  tick: Callable[[], None] = lambda: None, formats: Sequence[str] = (), feather: float = 0.0) -> int:
     """Segment ``state``'s video with ``predictor`` and write its results into ``folder``.
 
     Args:
@@ -34,6 +34,8 @@ def write_results(predictor, state, names: Mapping[int, str | None], folder: Pat
         names: object id -> name, for tracks.json.
         folder: an empty folder (a staging folder: the caller renames it into place).
         tick: called once per processed frame.
+        formats: export formats to write as well (:mod:`samtrack.export`; checked by the caller).
+        feather: edge softening of mattes and cut-outs, in pixels.
 
     Returns:
         The number of frames processed.
@@ -44,6 +46,7 @@ def write_results(predictor, state, names: Mapping[int, str | None], folder: Pat
     recorder = TracksRecorder(info, names) if config.output.tracks else None
     with ExitStack() as stack:
         overlay = stack.enter_context(_overlay_writer(folder / "overlay.mp4", info.fps, config)) if config.output.overlay else None
+        exporter = stack.enter_context(_exporter(folder, list(formats), info, names, config, feather)) if formats else None
         for result in predictor.segment_video(state):
             with predictor.timings.measure("io"):
                 write_label_png(folder / "masks" / f"{result.frame_index:05d}.png", result.label_map)
@@ -51,8 +54,11 @@ def write_results(predictor, state, names: Mapping[int, str | None], folder: Pat
                     recorder.add(result)
                 if overlay is not None:
                     overlay.write(state.reader.read(result.frame_index), result.label_map, _drawings(result))
+                if exporter is not None:
+                    frame = state.reader.read(result.frame_index) if exporter.needs_frames else None
+                    exporter.add(result.frame_index, frame, result.label_map)
             tick()
-    # overlay.mp4 is finished (the stack closed) before the folder is committed.
+    # overlay.mp4 and the exports are finished (the stack closed) before the folder is committed.
     if recorder is not None:
         recorder.write(folder / "tracks.json")
     (folder / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -64,6 +70,12 @@ def _overlay_writer(path: Path, fps: float, config):
 
     return OverlayWriter(path, fps=fps / config.video.stride, alpha=config.output.overlay_alpha,
                          radius=config.output.point_radius)
+
+
+def _exporter(folder: Path, formats: list[str], info, names, config, feather: float):
+    from .export import Exporter
+
+    return Exporter(folder, formats, info, names, fps=info.fps / config.video.stride, feather=feather)
 
 
 def _drawings(result):

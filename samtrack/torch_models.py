@@ -21,6 +21,16 @@ def require_torch(purpose: str = "the PyTorch models") -> Any:
     return torch
 
 
+def torch_installed() -> bool:
+    """Whether the torch extra is installed (found, not imported: importing it takes seconds)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ValueError:  # sys.modules["torch"] is None: imports of it are blocked
+        return False
+
+
 def cuda_available() -> bool:
     """Whether torch is installed and sees a CUDA device (False without torch)."""
     try:

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import av  # noqa: F401  (before decord: see below)
 import cv2
+
+# decord loads its own FFmpeg and libvpx 6 with RTLD_GLOBAL; PyAV's libavcodec, loaded after it,
+# would bind to that libvpx and fail to open the VP9 encoder (the cut-out WebM export). Loading
+# PyAV first binds it to its own libvpx (tests/test_export.py checks this in a fresh process).
 import decord
 import numpy as np
 from PIL import Image

@@ -51,4 +51,5 @@ def test_auto_backend_is_logged(mobilesam_checkpoint, monkeypatch):
     config = load_config("samtrack", [f"segmenter.checkpoint={mobilesam_checkpoint}"])
     segmenter = build_segmenter(config.segmenter, log=lines.append)
     assert segmenter.backend == "onnxruntime"
-    assert "segmenter mobilesam-onnx: encoder on onnxruntime (auto: OpenVINO is not installed)" in lines
+    assert ("segmenter mobilesam-onnx: encoder on onnxruntime (auto: OpenVINO is not installed), frames padded to the "
+            "square (auto: a --checkpoint pair is fixed to the square)") in lines

@@ -51,3 +51,43 @@ class EmbeddingCache:
 
     def decode_batch(self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False) -> list[MaskPrediction]:
         return self.segmenter.decode_batch(embedding, prompts, candidates=candidates)
+
+
+class RecentEmbeddings:
+    """Wraps a :class:`Segmenter`: ``encode`` keeps the embeddings of the last ``size`` frames
+    in memory, so that clicking again and again on one frame (an interactive editor) costs a
+    decoder call, not an encoder call. Keyed by the frame's pixels, as :class:`EmbeddingCache`.
+    """
+
+    def __init__(self, segmenter: Segmenter, size: int = 4) -> None:
+        self.segmenter = segmenter
+        self.name = segmenter.name
+        self.size = size
+        self._recent: dict[str, ImageEmbedding] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __getattr__(self, attr: str):
+        if attr == "segmenter":  # not set yet (e.g. while unpickling)
+            raise AttributeError(attr)
+        # Anything else the pipeline asks of a segmenter (e.g. its options) is the wrapped one's.
+        return getattr(self.segmenter, attr)
+
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        key = hashlib.sha1(np.ascontiguousarray(image).data).hexdigest() + f"-{image.shape}"
+        embedding = self._recent.pop(key, None)
+        if embedding is None:
+            embedding = self.segmenter.encode(image)
+            self.misses += 1
+        else:
+            self.hits += 1
+        self._recent[key] = embedding  # re-inserted last: the dict's order is the use order
+        while len(self._recent) > self.size:
+            del self._recent[next(iter(self._recent))]
+        return embedding
+
+    def decode(self, embedding: ImageEmbedding, points=None, labels=None, box=None, mask_input=None) -> MaskPrediction:
+        return self.segmenter.decode(embedding, points, labels, box=box, mask_input=mask_input)
+
+    def decode_batch(self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False) -> list[MaskPrediction]:
+        return self.segmenter.decode_batch(embedding, prompts, candidates=candidates)
