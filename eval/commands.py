@@ -20,9 +20,11 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[
     _dataset_args(d)
     d.add_argument("--out", required=True, metavar="DIR", help="results/ PNGs, CSVs, runs.csv go here")
     d.add_argument("--resume", action="store_true", help="skip sequences already finished with the same config")
-    d.add_argument("--method", choices=("samtrack", "oracle", "copy"), default="samtrack",
+    d.add_argument("--method", choices=("samtrack", "oracle", "copy", "everything"), default="samtrack",
                    help="samtrack (the pipeline), or a reference point: oracle (prompts sampled from every "
-                        "frame's ground truth, same sampler and decoding) or copy (the first mask on every frame)")
+                        "frame's ground truth, same sampler and decoding) or copy (the first mask on every frame); "
+                        "or everything: DAVIS 2017 unsupervised (automatic masks of the first frame, at most 20 "
+                        "objects; results for the official unsupervised evaluation, not scored here)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     add_runner_args(d)
     add_config_args(d)
@@ -52,6 +54,23 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[
     m.add_argument("--root", required=True, metavar="PATH", help="MOSE root (<split>/JPEGImages, <split>/Annotations)")
     _submission_args(m, add_config_args)
     m.set_defaults(handler=_submission, dataset="mose", year=None, all_frames=None)
+
+    u = esub.add_parser("uvo", help="UVO v1.0 dense video: track everything, write YouTube-VIS results, score AP/AR",
+                        description="Track everything (SAM's automatic masks on the first frame) on each UVO video, "
+                                    "write the YouTube-VIS results and score them with the official video AP/AR.")
+    u.add_argument("--annotations", required=True, metavar="JSON", help="UVO_video_val_dense.json (or any YouTube-VIS file)")
+    u.add_argument("--frames", required=True, metavar="DIR", help="extracted frames: DIR/<file_names[i]> for every video")
+    u.add_argument("--out", required=True, metavar="DIR", help="videos/<id>/, results.json, metrics.json, runs.csv")
+    u.add_argument("--videos", nargs="+", metavar="ID", help="only these video ids (scored on them only)")
+    u.add_argument("--max-objects", type=int, metavar="N", help="track at most N automatic masks per video [100]")
+    u.add_argument("--areas", choices=("ytvis", "coco"), default="ytvis",
+                   help="area ranges: ytvis (128^2 / 256^2, the official code's) or coco (32^2 / 96^2) [ytvis]")
+    u.add_argument("--per-category", action="store_true",
+                   help="match within categories (default: class-agnostic, UVO's open-world protocol)")
+    u.add_argument("--resume", action="store_true", help="skip videos already finished with the same config")
+    u.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_args(u)
+    u.set_defaults(handler=_uvo, everything=True)
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -87,11 +106,25 @@ def _output_folder(path: str | Path) -> Path:
     return path
 
 
+def _progress(quiet: bool) -> Callable[[str, int], Callable[[], None]]:
+    """A per-sequence progress bar factory for the commands that run in this process only
+    (``--method everything``, ``eval uvo``): ``progress(name, n_frames)`` gives a tick."""
+    from tqdm import tqdm
+
+    def progress(name: str, n: int) -> Callable[[], None]:
+        bar = tqdm(total=n, desc=name, unit="frame", file=sys.stderr, disable=quiet, leave=False)
+        return lambda: bar.update(1)
+
+    return progress
+
+
 def _davis(args: argparse.Namespace) -> int:
     from ..cli import stderr_logger, config_from_args
     from . import jobs, report, scoring
     from .runner import davis_fingerprint, davis_jobs, finished_run, write_runs_csv
 
+    if args.method == "everything":
+        return _davis_unsupervised(args)
     config = config_from_args(args)
     v = config.video
     if (v.start, v.stride, v.max_frames) != (0, 1, None):
@@ -138,6 +171,47 @@ def _failed(outcome, consequence: str) -> int:
     return 1
 
 
+def _davis_unsupervised(args: argparse.Namespace) -> int:
+    """DAVIS 2017 unsupervised: objects from the automatic masks, at most 20 per sequence (the
+    benchmark's limit), results written as the official unsupervised evaluation reads them."""
+    from ..api import VideoPredictor
+    from ..cli import config_from_args, stderr_logger
+    from . import report
+    from .runner import davis_fingerprint, finished_run, run_davis, write_runs_csv
+
+    if args.year != 2017:
+        raise ConfigError("--method everything is DAVIS 2017's unsupervised protocol: use --year 2017")
+    if args.workers not in (None, 1) or args.ray is not None:
+        raise ConfigError("--method everything runs in this process only (--workers and --ray are not wired to it yet)")
+    args.everything = True
+    from ..cli import config_source
+
+    source, note = config_source(args)
+    # 20 unless the user asks for fewer (later overrides win)
+    args.overrides = ["everything.max_objects=20", *args.overrides]
+    config = config_from_args(args, [], source)
+    if config.everything.max_objects > 20:
+        raise ConfigError("DAVIS 2017 unsupervised takes at most 20 objects per sequence")
+    sequences = _sequences(args)
+    out = _output_folder(args.out)
+    if args.resume:
+        fingerprint = davis_fingerprint(config, args.year, args.method)
+        for seq in sequences:
+            finished_run(out / "results" / seq, fingerprint, resume=True)
+    log = stderr_logger(args.quiet)
+    if note:
+        log(note)
+    predictor = VideoPredictor.from_config(config, log=log)
+    runs = run_davis(predictor, args.root, sequences, args.year, out / "results", resume=args.resume,
+                     log=log, progress=_progress(args.quiet), method=args.method)
+    split = split_name(args.split)
+    write_runs_csv(runs, out / f"runs-{split}.csv")
+    print(report.runs_table(runs))
+    print(f"-> {out / 'results'} (score with davis2017-evaluation: python evaluation_method.py --task unsupervised "
+          f"--results_path {out / 'results'})")
+    return 0
+
+
 def _score(args: argparse.Namespace) -> int:
     from . import scoring
 
@@ -147,6 +221,38 @@ def _score(args: argparse.Namespace) -> int:
     paths = scoring.write_csvs(result, out, split_name(args.split))
     print(scoring.format_table(result))
     print("-> " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _uvo(args: argparse.Namespace) -> int:
+    from ..api import VideoPredictor
+    from ..cli import config_from_args, config_source, stderr_logger
+    from . import uvo
+    from .runner import write_runs_csv
+
+    extra = [] if args.max_objects is None else [f"everything.max_objects={args.max_objects}"]
+    source, note = config_source(args)
+    config = config_from_args(args, extra, source)
+    # The annotations and frames are checked before the model loads.
+    data = uvo.load_annotations(args.annotations)
+    videos = uvo.select_videos(data, args.videos, args.annotations)
+    frames = Path(args.frames)
+    if not frames.is_dir():
+        raise InputError("no such frames folder", frames)
+    out = _output_folder(args.out)
+    log = stderr_logger(args.quiet)
+    if note:
+        log(note)
+    predictor = VideoPredictor.from_config(config, log=log)
+    runs = uvo.run_uvo(predictor, videos, frames, out, resume=args.resume, log=log, progress=_progress(args.quiet))
+    write_runs_csv(runs, out / "runs.csv")
+    results = uvo.collect_results(out, videos)
+    evaluation = uvo.score(data, results, videos, args.areas, args.per_category, args.annotations)
+    uvo.write_outputs(out, results, evaluation, runs, {"areas": args.areas, "per_category": args.per_category})
+    from . import vis_metrics
+
+    print(vis_metrics.format_stats(evaluation.stats))
+    print(f"-> {out / 'metrics.json'}")
     return 0
 
 

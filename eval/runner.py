@@ -114,7 +114,8 @@ def run_davis(
         progress: optional ``progress(sequence, n_frames)`` returning a callable ticked per frame.
         method: ``samtrack`` (the pipeline), or a reference point from :mod:`.baselines`:
             ``oracle`` (prompts sampled from every frame's ground truth) or ``copy`` (the first
-            mask on every frame).
+            mask on every frame); or ``everything`` (the unsupervised protocol: no annotation
+            used, the objects are the automatic masks of the first frame).
     """
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -198,9 +199,10 @@ def run_davis_sequence(predictor, root: str | Path, seq: str, year: int, results
     from . import baselines
 
     frame_paths = davis.frame_paths(root, seq)
-    annotations = davis.annotation_paths(root, seq)
-    labels = _objects_only(davis.read_label_png(annotations[0]), year)
-    object_ids = [int(i) for i in np.unique(labels) if i != 0]
+    # the unsupervised protocol reads no annotation (the test split has none)
+    annotations = davis.annotation_paths(root, seq) if method != "everything" else []
+    labels = _objects_only(davis.read_label_png(annotations[0]), year) if method != "everything" else None
+    object_ids = [int(i) for i in np.unique(labels) if i != 0] if labels is not None else [0]
     if not object_ids:
         raise InputError("first annotation has no object", annotations[0])
     tick = progress(seq, len(frame_paths)) if progress else (lambda: None)
@@ -211,6 +213,12 @@ def run_davis_sequence(predictor, root: str | Path, seq: str, year: int, results
         elif method == "oracle":
             ground_truth = (_objects_only(davis.read_label_png(p), year) for p in annotations)
             frames = baselines.oracle(predictor.pipeline, davis.images_dir(root) / seq, ground_truth)
+        elif method == "everything":
+            state = predictor.init_state(davis.images_dir(root) / seq)
+            if predictor.add_everything(state, log=lambda m: None):
+                frames = ((r.frame_index, r.label_map) for r in predictor.segment_video(state))
+            else:  # nothing found: every frame empty
+                frames = baselines.copy_first_mask(np.zeros(state.reader.read(0).shape[:2], np.uint8), len(frame_paths))
         else:
             state = predictor.init_state(davis.images_dir(root) / seq)
             state.add_objects([mask_prompt(labels == obj_id, obj_id) for obj_id in object_ids], annotations[0])

@@ -198,6 +198,27 @@ class VideoPredictor:
         )
         return self._add_and_preview(state, arguments.obj_id(obj_id), prompt, arguments.optional_name(name))
 
+    def add_everything(self, state: InferenceState, frame_idx: int | None = None, log=print) -> dict[int, float]:
+        """Segment everything on a frame (default: the first processed one) with SAM's automatic
+        mask generator (``config.everything``) and add each mask as an object (ids 1, 2, ...
+        after any already given). Returns object id -> the automatic mask's predicted IoU."""
+        from .everything import find_objects
+
+        _check_state(state)
+        frame_idx = state.frame_indices[0] if frame_idx is None else _frame(state, frame_idx)
+        offset = max(state.objects, default=0)
+        with self.timings.measure("automask"):
+            found = find_objects(self.pipeline.segmenter, state.reader.read(frame_idx), frame_idx,
+                                 self.config.everything, log=log)
+        if offset + len(found) > 254:
+            raise ValueError(f"{offset} objects given and {len(found)} found: at most 254 fit in a label map "
+                             "(lower everything.max_objects)")
+        for f in found:
+            f.prompt.obj_id += offset
+        if found:
+            state.add_objects([f.prompt for f in found], state.video_path)
+        return {f.prompt.obj_id: f.predicted_iou for f in found}
+
     # ------------------------------------------------------------------ propagation
     def propagate_in_video(
         self,

@@ -119,7 +119,17 @@ def config_source(args: argparse.Namespace) -> tuple[str, str]:
     :func:`~samtrack.config.default_preset`)."""
     if args.config is not None:
         return args.config, ""
+    if getattr(args, "everything", False) and getattr(args, "tracker", None) in (None, "auto", "lk"):
+        return EVERYTHING_PRESET, f"preset {EVERYTHING_PRESET} (--everything)"
     return default_preset(getattr(args, "tracker", None))
+
+
+EVERYTHING_PRESET = "everything"
+
+
+def _everything_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-objects", type=int, metavar="N",
+                   help="with --everything: track at most N automatic masks [100]")
 
 
 def config_from_args(args: argparse.Namespace, extra: Sequence[Override] = (), source: str | None = None) -> Config:
@@ -138,7 +148,7 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[Override] = (), s
 # previous result, which a new run may replace.
 # run.json: a samtrack batch row's record.
 RESULT_ENTRIES = frozenset({"masks", "overlay.mp4", "tracks.json", "config.yaml", "matte", "cutout", "coco_rle.json",
-                            "run.json"})
+                            "instances.json", "run.json"})
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -148,7 +158,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--points", metavar="JSON", help="clicks.json with objects' points/boxes (see README)")
     prompt.add_argument("--mask", metavar="PNG", help="mask of the objects (binary, or palette with object ids)")
+    prompt.add_argument("--everything", action="store_true",
+                        help="track everything: SAM's automatic masks on the first processed frame are the objects")
     p.add_argument("--mask-frame", type=int, metavar="N", help="frame the --mask belongs to [0]")
+    _everything_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (an earlier result there is replaced on success)")
     add_config_args(p)
     p.add_argument("--start", type=int, help="first frame to process")
@@ -175,14 +188,18 @@ def _run(args: argparse.Namespace) -> int:
               ("longest_side", args.longest_side)) if value is not None]
     if args.no_overlay:
         extra.append(Override("--no-overlay", "output.overlay", False))
+    extra += _everything_overrides(args)
     source, preset_note = config_source(args)
     config = config_from_args(args, extra, source)
 
     # Everything the user gave us is checked before any model is loaded or file written.
-    prompt_path = Path(args.points or args.mask)
+    prompt_path = Path(args.points or args.mask or args.input)
     if args.points and args.mask_frame is not None:
         raise SamtrackError("--mask-frame goes with --mask; clicks.json gives each prompt's frame itself")
-    objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
+    if args.everything:
+        objects = []
+    else:
+        objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
     from .export import check_available, parse_formats
 
     # Label PNGs and the overlay are run's own outputs already.
@@ -191,19 +208,25 @@ def _run(args: argparse.Namespace) -> int:
     if args.feather < 0:
         raise SamtrackError(f"--feather must be >= 0, got {args.feather}")
     state = open_state(args.input, config)
-    state.add_objects(objects, prompt_path)
+    if objects:
+        state.add_objects(objects, prompt_path)
     out = Path(args.out)
     check_replaceable(out, [Path(args.input), prompt_path])
     log = stderr_logger(args.quiet)
     if preset_note:
         log(preset_note)  # the device's default tracker and preset, said at start
     predictor = VideoPredictor.from_config(config, log=log)
+    first_scores = predictor.add_everything(state, log=log) if args.everything else {}
+    if args.everything and not first_scores:
+        raise InputError(f"no object found on frame {state.frame_indices[0]} (see everything.automask)", args.input)
+    objects = [o for o in state.objects.values()]
+    names = {o.obj_id: o.name for o in objects}
 
     started = time.perf_counter()
     with StagedOutputDir(out) as staging, tqdm(total=len(state.frame_indices), unit="frame", desc="samtrack",
                                                file=sys.stderr, disable=args.quiet) as progress:
-        n = write_results(predictor, state, {o.obj_id: o.name for o in objects}, staging, lambda: progress.update(1),
-                          formats=formats, feather=args.feather)
+        n = write_results(predictor, state, names, staging, lambda: progress.update(1),
+                          formats=formats, feather=args.feather, first_scores=first_scores)
     elapsed = time.perf_counter() - started
 
     stages = ", ".join(f"{k} {v:.0f}" for k, v in predictor.timings.per_frame(n).items())
@@ -219,8 +242,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                                    "frame per stage, the cost of everything but the encoder relative to the "
                                    "encoder, and peak resident memory.")
     p.add_argument("input", help="video file or folder of frames")
-    p.add_argument("--mask", required=True, metavar="PNG", help="mask of the objects on --mask-frame")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--mask", metavar="PNG", help="mask of the objects on --mask-frame")
+    prompt.add_argument("--everything", action="store_true", help="objects from SAM's automatic masks on the first frame")
     p.add_argument("--mask-frame", type=int, default=0, metavar="N")
+    _everything_args(p)
     p.add_argument("--max-frames", type=int, help="time at most N frames")
     add_config_args(p)
     p.set_defaults(handler=_bench)
@@ -233,11 +259,18 @@ def _bench(args: argparse.Namespace) -> int:
     from .timing import PeakMemory
     from .video import resize_longest_side
 
-    config = config_from_args(args, [Override("--max-frames", "video.max_frames", args.max_frames)] if args.max_frames is not None else [])
-    objects = load_mask_prompt(Path(args.mask), args.mask_frame)
+    extra = [Override("--max-frames", "video.max_frames", args.max_frames)] if args.max_frames is not None else []
+    config = config_from_args(args, extra + _everything_overrides(args))
     state = InferenceState.open(args.input, config.video)
-    state.add_objects(objects, args.mask)
+    if not args.everything:
+        state.add_objects(load_mask_prompt(Path(args.mask), args.mask_frame), args.mask)
     predictor = VideoPredictor.from_config(config, log=stderr_logger(False))
+    if args.everything:
+        predictor.add_everything(state, log=stderr_logger(False))
+        automask_s = predictor.timings.per_frame(1).pop("automask", 0.0) / 1000
+        predictor.timings.reset()
+        print(f"automatic masks: {automask_s:.2f} s on frame {state.frame_indices[0]}")
+    objects = list(state.objects.values())
     # The machine's floor, measured before the run rather than during it.
     peak = compute.matmul_peak_gflops()
     started = time.perf_counter()
@@ -262,6 +295,14 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"  everything but the encoder: {rest:.1f} ms/frame = {ratio} x encoder")
     print(f"  {compute.encoder_line(compute.encoder_macs(segmenter, frame), encoder, peak)}")
     return 0
+
+
+def _everything_overrides(args: argparse.Namespace) -> list[Override]:
+    if getattr(args, "max_objects", None) is None:
+        return []
+    if not args.everything:
+        raise SamtrackError("--max-objects goes with --everything")
+    return [Override("--max-objects", "everything.max_objects", args.max_objects)]
 
 
 def check_replaceable(out: Path, inputs: Sequence[Path]) -> None:

@@ -238,6 +238,47 @@ class OutputConfig:
     tracks: bool = True
     overlay_alpha: float = knob(0.5, ge=0, le=1)
     point_radius: int = knob(4, ge=0, le=100)
+    # instances.json: every object's masks as COCO RLE, YouTube-VIS style (on with --everything).
+    instances: bool = False
+
+
+@dataclass
+class AutoMaskConfig:
+    """SAM's automatic mask generator (:mod:`samtrack.automask`); the defaults are those of the
+    official ``SamAutomaticMaskGenerator``."""
+
+    # A points_per_side x points_per_side grid of single-point prompts over the frame (each crop).
+    points_per_side: int = knob(32, ge=1, le=1024)
+    # Prompts per decode_batch call (bounds the memory of the full-size candidate logits).
+    points_per_batch: int = knob(64, ge=1, le=100_000)
+    # Keep masks whose predicted IoU is above this (strictly), and whose stability score (the
+    # IoU of the mask thresholded at +offset and at -offset) is at least stability_score_thresh.
+    pred_iou_thresh: float = knob(0.88, ge=0, le=1)
+    stability_score_thresh: float = knob(0.95, ge=0, le=1)
+    stability_score_offset: float = knob(1.0, ge=0, le=1000)
+    # Box IoU above which the lower-scored mask is dropped (within a crop; by predicted IoU).
+    box_nms_thresh: float = knob(0.7, ge=0, le=1)
+    # Extra layers of crops (layer i: (2^i)^2 overlapping crops, each encoded on its own) with
+    # points_per_side / crop_n_points_downscale_factor^i points per side; duplicates across crops
+    # are dropped by box NMS preferring smaller crops.
+    crop_n_layers: int = knob(0, ge=0, le=6)
+    crop_nms_thresh: float = knob(0.7, ge=0, le=1)
+    crop_overlap_ratio: float = knob(512 / 1500, ge=0, lt=1)
+    crop_n_points_downscale_factor: int = knob(1, ge=1, le=1024)
+    # Fill holes and drop islands under this many pixels (0: off), then NMS again.
+    min_mask_region_area: int = knob(0, ge=0, le=10**9)
+
+
+@dataclass
+class EverythingConfig:
+    """Track everything (``samtrack run --everything``): the automatic masks of the first frame
+    become the objects."""
+
+    # Track at most this many masks (the highest predicted IoU first).
+    max_objects: int = knob(100, ge=1, le=254)
+    # A mask left with fewer pixels than this once overlaps are resolved is not tracked.
+    min_area: int = knob(100, ge=1, le=10**9)
+    automask: AutoMaskConfig = field(default_factory=AutoMaskConfig)
 
 
 @dataclass
@@ -250,6 +291,7 @@ class Config:
     redetect: RedetectConfig = field(default_factory=RedetectConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    everything: EverythingConfig = field(default_factory=EverythingConfig)
 
     @property
     def tracking_window(self) -> int:
@@ -272,7 +314,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
-PRESETS = ("samtrack", "sam_pt", "sam_pt_reinit", "sam_pt_cotracker", "fast")
+PRESETS = ("samtrack", "sam_pt", "sam_pt_reinit", "sam_pt_cotracker", "fast", "everything")
 DEFAULT_PRESET = "samtrack"
 # The default preset when the tracker is a learned one (asked for, or auto's choice on CUDA):
 # samtrack's every-frame re-sampling is tuned for LK and would cut CoTracker's windows to 2

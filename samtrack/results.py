@@ -24,7 +24,8 @@ def open_state(video: str | Path, config):
 
 
 def write_results(predictor, state, names: Mapping[int, str | None], folder: Path,
-                  tick: Callable[[], None] = lambda: None, formats: Sequence[str] = (), feather: float = 0.0) -> int:
+                  tick: Callable[[], None] = lambda: None, formats: Sequence[str] = (), feather: float = 0.0,
+                  first_scores: Mapping[int, float] | None = None) -> int:
     """Segment ``state``'s video with ``predictor`` and write its results into ``folder``.
 
     Args:
@@ -36,14 +37,19 @@ def write_results(predictor, state, names: Mapping[int, str | None], folder: Pat
         tick: called once per processed frame.
         formats: export formats to write as well (:mod:`samtrack.export`; checked by the caller).
         feather: edge softening of mattes and cut-outs, in pixels.
+        first_scores: object id -> its automatic mask's score on the first frame (``--everything``),
+            for instances.json.
 
     Returns:
         The number of frames processed.
     """
+    from .everything import InstanceRecorder
+
     config = predictor.config
     info = state.reader.info
     (folder / "masks").mkdir()
     recorder = TracksRecorder(info, names) if config.output.tracks else None
+    instances = InstanceRecorder(sorted(names), dict(first_scores or {})) if config.output.instances else None
     with ExitStack() as stack:
         overlay = stack.enter_context(_overlay_writer(folder / "overlay.mp4", info.fps, config)) if config.output.overlay else None
         exporter = stack.enter_context(_exporter(folder, list(formats), info, names, config, feather)) if formats else None
@@ -52,6 +58,8 @@ def write_results(predictor, state, names: Mapping[int, str | None], folder: Pat
                 write_label_png(folder / "masks" / f"{result.frame_index:05d}.png", result.label_map)
                 if recorder is not None:
                     recorder.add(result)
+                if instances is not None:
+                    instances.add(result)
                 if overlay is not None:
                     overlay.write(state.reader.read(result.frame_index), result.label_map, _drawings(result))
                 if exporter is not None:
@@ -61,6 +69,8 @@ def write_results(predictor, state, names: Mapping[int, str | None], folder: Pat
     # overlay.mp4 and the exports are finished (the stack closed) before the folder is committed.
     if recorder is not None:
         recorder.write(folder / "tracks.json")
+    if instances is not None:
+        instances.write(folder / "instances.json", recorder.video if recorder else {"path": str(info.path)})
     (folder / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     return len(state.frame_indices)
 
