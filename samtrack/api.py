@@ -305,10 +305,9 @@ class VideoPredictor:
         None segments the whole video with :meth:`segment_video`. ``progress(n)`` is called
         after each exported frame. Returns the number of frames exported.
         """
-        from .export import check_available, export_results, parse_formats
+        from .export import export_results, parse_formats
 
         formats = parse_formats(formats, source="formats")
-        check_available(formats)
         info = state.reader.info
         names = {o.obj_id: o.name for o in state.objects.values()}
         if not names:

@@ -200,11 +200,10 @@ def _run(args: argparse.Namespace) -> int:
         objects = []
     else:
         objects = load_clicks(prompt_path) if args.points else load_mask_prompt(prompt_path, args.mask_frame or 0)
-    from .export import check_available, parse_formats
+    from .export import parse_formats
 
     # Label PNGs and the overlay are run's own outputs already.
     formats = [f for f in parse_formats(args.export) if f not in ("labels", "overlay")]
-    check_available(formats)
     if args.feather < 0:
         raise SamtrackError(f"--feather must be >= 0, got {args.feather}")
     state = open_state(args.input, config)

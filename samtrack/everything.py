@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from .automask import AutoMask, AutoMaskGenerator
 from .config import EverythingConfig
 from .errors import ConfigError
-from .outputs import atomic_write
+from .outputs import atomic_write, encode_rle
 from .prompts import FramePrompt, ObjectPrompts
 from .segmenters import Segmenter
 
@@ -72,13 +71,6 @@ def find_objects(segmenter: Segmenter, image: np.ndarray, frame: int, config: Ev
     found = objects_from_masks(masks, frame, config.max_objects, config.min_area)
     log(f"everything: {len(masks)} automatic masks on frame {frame}, {len(found)} object(s) tracked")
     return found
-
-
-def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO RLE of a bool ``[H, W]`` mask, ``counts`` as a string (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 class InstanceRecorder:

@@ -18,7 +18,7 @@ Formats (``EXPORT_FORMATS``) and what each writes under the export folder:
 ``cutout-webm``  ``cutout/object_<id>.webm``: the cut-out as VP9 with alpha (plays in browsers).
 ``cutout-mov``   ``cutout/object_<id>.mov``: the cut-out as ProRes 4444 with alpha.
 ``coco``         ``coco_rle.json``: every object's mask on every frame as COCO RLE
-                 (pycocotools; ``pip install 'samtrack[coco]'``), see :class:`CocoRleWriter`.
+                 (pycocotools), see :class:`CocoRleWriter`.
 
 Videos whose codec needs even sides (H.264, VP9 in yuva420p) are padded by repeating the last
 row or column, so they are at most one pixel larger than the frames, as ``overlay.mp4``.
@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError, SamtrackError
-from .outputs import atomic_write, write_label_png
+from .outputs import atomic_write, encode_rle, write_label_png
 
 if TYPE_CHECKING:
     from .overlay import PointsDrawing
@@ -54,7 +54,7 @@ EXPORT_FORMATS: dict[str, str] = {
     "cutout-png": "per-object cut-out with alpha, RGBA PNG sequence (cutout/object_<id>/)",
     "cutout-webm": "per-object cut-out with alpha, VP9 in WebM (cutout/object_<id>.webm)",
     "cutout-mov": "per-object cut-out with alpha, ProRes 4444 in MOV (cutout/object_<id>.mov)",
-    "coco": "every mask as COCO RLE (coco_rle.json; needs samtrack[coco])",
+    "coco": "every mask as COCO RLE (coco_rle.json)",
 }
 # What an export may create at the top of its folder (a results folder holding only these and
 # samtrack run's own files is an earlier result, which may be replaced).
@@ -77,15 +77,6 @@ def parse_formats(values: Sequence[str], source: str = "--export") -> list[str]:
             if name not in formats:
                 formats.append(name)
     return formats
-
-
-def check_available(formats: Sequence[str]) -> None:
-    """Fail early (before any model loads) when a format's optional dependency is missing."""
-    if "coco" in formats:
-        try:
-            import pycocotools.mask  # noqa: F401
-        except ImportError:
-            raise SamtrackError("the coco export needs pycocotools: pip install 'samtrack[coco]'") from None
 
 
 def matte(label_map: np.ndarray, obj_id: int, feather: float = 0.0) -> np.ndarray:
@@ -224,11 +215,6 @@ class CocoRleWriter:
     """
 
     def __init__(self, path: str | Path, info: "VideoInfo", names: Mapping[int, str | None], fps: float) -> None:
-        try:
-            from pycocotools import mask as mask_utils
-        except ImportError:
-            raise SamtrackError("the coco export needs pycocotools: pip install 'samtrack[coco]'") from None
-        self._rle = mask_utils
         self.path = Path(path)
         self.video = {"path": str(info.path), "width": int(info.width), "height": int(info.height),
                       "fps": float(fps), "n_frames": int(info.n_frames)}
@@ -245,10 +231,13 @@ class CocoRleWriter:
                 record["areas"].append(0)
                 record["bboxes"].append(None)
                 continue
-            rle = self._rle.encode(np.asfortranarray(mask.astype(np.uint8)))
-            record["segmentations"].append({"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")})
-            record["areas"].append(int(self._rle.area(rle)))
-            record["bboxes"].append([float(v) for v in self._rle.toBbox(rle)])
+            rle = encode_rle(mask)
+            record["segmentations"].append({"size": [int(v) for v in rle["size"]], "counts": rle["counts"]})
+            ys, xs = np.nonzero(mask)
+            record["areas"].append(int(len(xs)))
+            # COCO's [x, y, width, height] of the pixels (pycocotools' toBbox gives the same).
+            x0, y0 = int(xs.min()), int(ys.min())
+            record["bboxes"].append([float(x0), float(y0), float(xs.max() - x0 + 1), float(ys.max() - y0 + 1)])
 
     def write(self) -> None:
         objects = [{"id": i, "name": self.names.get(i), **self.objects[i]} for i in sorted(self.objects)]

@@ -199,6 +199,16 @@ class TracksRecorder:
             json.dump(self.to_dict(), f, separators=(",", ":"))
 
 
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO run-length encoding of a bool ``[H, W]`` mask (``pycocotools``, column-major as
+    COCO), ``counts`` as a string so that it goes into JSON as is."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
 # The file by which samtrack marks a working folder as its own: which process made it, on which
 # host. Only folders carrying it are ever deleted by a later run, and only once that process is
 # gone; a folder of the same name without it is the user's, and is left alone.

@@ -10,7 +10,7 @@ from PIL import Image
 
 from samtrack.cli import main
 from samtrack.eval import vis_metrics
-from samtrack.everything import encode_rle
+from samtrack.outputs import encode_rle
 
 from .conftest import load_frame, load_gt
 

@@ -362,12 +362,11 @@ class EditSession:
 
     def start_export(self, formats: list[str], feather: float) -> Job:
         """Export the kept results into a new folder under the output folder, then zip it."""
-        from ..export import check_available, parse_formats
+        from ..export import parse_formats
 
         formats = parse_formats(formats, source="formats")
         if not formats:
             raise InputError("choose at least one export format")
-        check_available(formats)
         if not feather >= 0:
             raise InputError(f"feather must be >= 0, got {feather}")
         with self._lock:
