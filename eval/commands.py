@@ -1,4 +1,4 @@
-"""``samtrack eval``: run and score benchmarks from the command line."""
+"""``samtrack eval`` (run and score benchmarks) and ``samtrack batch`` (many videos with their prompts)."""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +6,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
-
 from ..errors import ConfigError, InputError
+from .jobs import add_runner_args
 
 
 def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -27,6 +26,7 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[
                         "or everything: DAVIS 2017 unsupervised (automatic masks of the first frame, at most 20 "
                         "objects; results for the official unsupervised evaluation, not scored here)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_runner_args(d)
     add_config_args(d)
     d.set_defaults(handler=_davis)
 
@@ -107,7 +107,10 @@ def _output_folder(path: str | Path) -> Path:
 
 
 def _progress(quiet: bool) -> Callable[[str, int], Callable[[], None]]:
-    """A per-sequence progress bar factory: ``progress(name, n_frames)`` gives a tick."""
+    """A per-sequence progress bar factory for the commands that run in this process only
+    (``--method everything``, ``eval uvo``): ``progress(name, n_frames)`` gives a tick."""
+    from tqdm import tqdm
+
     def progress(name: str, n: int) -> Callable[[], None]:
         bar = tqdm(total=n, desc=name, unit="frame", file=sys.stderr, disable=quiet, leave=False)
         return lambda: bar.update(1)
@@ -116,10 +119,9 @@ def _progress(quiet: bool) -> Callable[[str, int], Callable[[], None]]:
 
 
 def _davis(args: argparse.Namespace) -> int:
-    from ..api import VideoPredictor
     from ..cli import stderr_logger, config_from_args
-    from . import report, scoring
-    from .runner import davis_fingerprint, finished_run, run_davis, write_runs_csv
+    from . import jobs, report, scoring
+    from .runner import davis_fingerprint, davis_jobs, finished_run, write_runs_csv
 
     if args.method == "everything":
         return _davis_unsupervised(args)
@@ -128,30 +130,45 @@ def _davis(args: argparse.Namespace) -> int:
     if (v.start, v.stride, v.max_frames) != (0, 1, None):
         # Every frame is scored, so every frame must be segmented.
         raise ConfigError("DAVIS scores every frame: video.start, stride and max_frames must keep their defaults")
+    runner = jobs.runner_from_args(args)
     sequences = _sequences(args)
     out = _output_folder(args.out)
     split = split_name(args.split)
     report.check_plotting()  # before hours of running, not after
+    model = config if args.method != "copy" else None
+    fingerprint = davis_fingerprint(model, args.year, args.method)
     if args.resume:
         # A resume that mixes configs is refused before the model loads or old scores go.
-        fingerprint = davis_fingerprint(config, args.year, args.method)
         for seq in sequences:
             finished_run(out / "results" / seq, fingerprint, resume=True)
     # Scores are always recomputed from the PNGs, so old CSVs can never be mistaken for new ones.
     for stale in (out / f"global_results-{split}.csv", out / f"per-sequence_results-{split}.csv"):
         stale.unlink(missing_ok=True)
     log = stderr_logger(args.quiet)
-    predictor = VideoPredictor.from_config(config, log=log) if args.method != "copy" else None
-    runs = run_davis(predictor, args.root, sequences, args.year, out / "results", resume=args.resume,
-                     log=log, progress=_progress(args.quiet), method=args.method)
-    write_runs_csv(runs, out / f"runs-{split}.csv")
-    result = scoring.score_results(out / "results", args.root, sequences, args.year)
-    scoring.write_csvs(result, out, split)
-    report.write_report(result, runs, out / f"report-{split}.md", title=f"DAVIS {args.year} {split}")
-    print(scoring.format_table(result))
-    print(report.runs_table(runs))
+    outcome = jobs.run_jobs(davis_jobs(args.root, sequences, args.year, out / "results", fingerprint, args.method),
+                            model, runner, resume=args.resume, log=log, quiet=args.quiet)
+    write_runs_csv(outcome.runs, out / f"runs-{split}.csv", outcome.failed)
+    scored = [seq for seq in sequences if seq not in outcome.failed]
+    if scored:
+        result = scoring.score_results(out / "results", args.root, scored, args.year)
+        scoring.write_csvs(result, out, split)
+        report.write_report(result, outcome.runs, out / f"report-{split}.md", title=f"DAVIS {args.year} {split}",
+                            failed=outcome.failed)
+        print(scoring.format_table(result))
+    print(report.runs_table(outcome.runs))
     print(f"-> {out}")
-    return 0
+    return _failed(outcome, "scores are over the finished sequences only")
+
+
+def _failed(outcome, consequence: str) -> int:
+    """Exit code 0, or 1 with the failed videos named on stderr when some did not finish."""
+    from .jobs import summary
+
+    if not outcome.failed:
+        return 0
+    print(f"samtrack: {summary(outcome)}; {consequence}; run again with --resume to redo only those",
+          file=sys.stderr)
+    return 1
 
 
 def _davis_unsupervised(args: argparse.Namespace) -> int:
@@ -164,6 +181,8 @@ def _davis_unsupervised(args: argparse.Namespace) -> int:
 
     if args.year != 2017:
         raise ConfigError("--method everything is DAVIS 2017's unsupervised protocol: use --year 2017")
+    if args.workers not in (None, 1) or args.ray is not None:
+        raise ConfigError("--method everything runs in this process only (--workers and --ray are not wired to it yet)")
     args.everything = True
     from ..cli import config_source
 
@@ -244,35 +263,77 @@ def _submission_args(p: argparse.ArgumentParser, add_config_args: Callable[[argp
     p.add_argument("--out", required=True, metavar="DIR", help="Annotations/, runs CSV and the zip go here")
     p.add_argument("--resume", action="store_true", help="skip videos already finished with the same config")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_runner_args(p)
     add_config_args(p)
 
 
 def _submission(args: argparse.Namespace) -> int:
-    from ..api import VideoPredictor
     from ..cli import stderr_logger, config_from_args
-    from . import report, youtubevos
+    from . import jobs, report, youtubevos
     from .runner import finished_run, write_runs_csv
 
     benchmark = youtubevos.BENCHMARKS[f"youtubevos{args.year}" if args.dataset == "youtubevos" else args.dataset]
     config = config_from_args(args)
+    runner = jobs.runner_from_args(args)
     out = _output_folder(args.out)
     # The dataset is checked before the model loads, so that a wrong path fails at once.
-    videos = [v.name for v in youtubevos.list_videos(args.root, args.split, benchmark, args.all_frames, args.videos)]
+    videos = youtubevos.list_videos(args.root, args.split, benchmark, args.all_frames, args.videos)
+    names = [v.name for v in videos]
     zip_path = out / f"{benchmark.name}-{args.split}.zip"
+    # Tracking on every frame changes the results as a config change would: never mix the two.
+    fingerprint = youtubevos.run_fingerprint(config, benchmark, args.all_frames)
     if args.resume:
         # A resume that mixes configs is refused before the model loads or the old zip goes.
-        fingerprint = youtubevos.run_fingerprint(config, benchmark, args.all_frames)
-        for video in videos:
+        for video in names:
             finished_run(out / youtubevos.RESULTS / video, fingerprint, resume=True)
     # An archive from an earlier run must not pass for this run's if this one fails.
     zip_path.unlink(missing_ok=True)
     log = stderr_logger(args.quiet)
-    predictor = VideoPredictor.from_config(config, log=log)
-    runs = youtubevos.run_youtubevos(predictor, args.root, args.split, out, resume=args.resume, log=log,
-                                     progress=_progress(args.quiet), benchmark=benchmark,
-                                     all_frames=args.all_frames, videos=videos)
-    write_runs_csv(runs, out / f"runs-{args.split}.csv")
-    youtubevos.write_submission(out, zip_path, videos, benchmark)
-    print(report.runs_table(runs))
-    print(f"-> {zip_path} ({benchmark.title}, {len(videos)} videos; upload to {benchmark.server})")
+    (out / youtubevos.RESULTS).mkdir(parents=True, exist_ok=True)
+    outcome = jobs.run_jobs(youtubevos.video_jobs(videos, out, fingerprint), config, runner, resume=args.resume,
+                            log=log, quiet=args.quiet)
+    write_runs_csv(outcome.runs, out / f"runs-{args.split}.csv", outcome.failed)
+    print(report.runs_table(outcome.runs))
+    if outcome.failed:
+        return _failed(outcome, "no zip was written (the server needs every video)")
+    youtubevos.write_submission(out, zip_path, names, benchmark)
+    print(f"-> {zip_path} ({benchmark.title}, {len(names)} videos; upload to {benchmark.server})")
     return 0
+
+
+# ---------------------------------------------------------------------- batch
+def add_batch_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("batch", help="segment many videos, each with its prompts, from a manifest",
+                       description="Segment every video of a manifest (JSON Lines or CSV rows of video, "
+                                   "points|mask, out) as `samtrack run` does, into <out>/<row's out>/.")
+    p.add_argument("manifest", metavar="MANIFEST", help="rows of video, points (clicks.json) or mask (PNG) "
+                                                        "[, mask_frame], out; .jsonl or .csv (see README)")
+    p.add_argument("--out", required=True, metavar="DIR", help="each row's results go into DIR/<its out>, "
+                                                               "batch-runs.csv into DIR")
+    p.add_argument("--resume", action="store_true", help="skip rows already finished with the same config and prompts")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_runner_args(p)
+    add_config_args(p)
+    p.set_defaults(handler=_batch)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from ..cli import check_replaceable, config_from_args, stderr_logger
+    from . import batch, jobs, report
+    from .runner import write_runs_csv
+
+    config = config_from_args(args)
+    runner = jobs.runner_from_args(args)
+    items = batch.load_manifest(args.manifest)
+    out = _output_folder(args.out)
+    # Each row's folder is replaced whole on success: refuse one holding inputs or others' files.
+    for item in items:
+        check_replaceable(out / item.out, [item.video, item.prompt])
+    log = stderr_logger(args.quiet)
+    outcome = jobs.run_jobs(batch.batch_jobs(items, out, config), config, runner, resume=args.resume,
+                            log=log, quiet=args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    write_runs_csv(outcome.runs, out / "batch-runs.csv", outcome.failed)
+    print(report.runs_table(outcome.runs))
+    print(f"-> {out} ({len(outcome.runs)} of {len(items)} videos)")
+    return _failed(outcome, "the others are finished")

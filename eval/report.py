@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -32,8 +32,10 @@ def runs_table(runs: Sequence[SequenceRun]) -> str:
     return "\n".join(rows)
 
 
-def write_report(result: ScoreResult, runs: Sequence[SequenceRun], path: str | Path, title: str) -> Path:
-    """Write ``path`` (markdown) and ``<stem>-plots/<seq>.png`` (per-frame J and F)."""
+def write_report(result: ScoreResult, runs: Sequence[SequenceRun], path: str | Path, title: str,
+                 failed: Mapping[str, str] | None = None) -> Path:
+    """Write ``path`` (markdown) and ``<stem>-plots/<seq>.png`` (per-frame J and F); sequences in
+    ``failed`` (name -> reason) are listed as failed, not scored."""
     path = Path(path)
     plots = path.with_name(path.stem + "-plots")
     plots.mkdir(parents=True, exist_ok=True)
@@ -49,6 +51,9 @@ def write_report(result: ScoreResult, runs: Sequence[SequenceRun], path: str | P
         mem = f"{run.peak_rss_mb:.0f}" if run else ""
         lines.append(f"| {obj.name} | {(j.mean + f.mean) / 2:.3f} | {j.mean:.3f} | {f.mean:.3f} | {j.decay:.3f} | "
                      f"{len(obj.frames)} | {fps} | {mem} |")
+    if failed:
+        lines += ["", f"Failed, not scored ({len(failed)}; the scores above leave them out):", ""]
+        lines += [f"- {name}: {reason}" for name, reason in failed.items()]
     lines += ["", "Per-frame J and F (first and last frame excluded, as in the official protocol):", ""]
     for seq in dict.fromkeys(o.sequence for o in result.objects):
         image = _plot_sequence(result, seq, plots / f"{seq}.png")

@@ -11,7 +11,8 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from functools import partial
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -39,6 +40,32 @@ class SequenceRun:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video's unit of work, as :mod:`.jobs` schedules it on any runner.
+
+    Attributes:
+        name: the video's name (progress, summary, CSV rows); unique within a run.
+        folder: the results folder ``task`` commits with :func:`run_staged`; a finished one
+            (its record with ``fingerprint``) is skipped by ``--resume``.
+        fingerprint: what the results are made with (:func:`config_fingerprint`).
+        task: ``task(predictor) -> SequenceRun``, the very function a local run calls. It is
+            sent to worker processes, so it must pickle: a :func:`functools.partial` of a
+            module-level function over plain values.
+    """
+
+    name: str
+    folder: Path
+    fingerprint: str
+    task: Callable[[Any], SequenceRun]
+
+
+def staging_folder(folder: Path) -> Path:
+    """Where :func:`run_staged` builds ``folder``: a fixed name, so that what a killed run left
+    is reclaimed by the next one (and found by a scheduler that cancels the run)."""
+    return folder.with_name(f".{folder.name}.partial")
 
 
 def config_fingerprint(config: Config, protocol: str = "") -> str:
@@ -100,7 +127,7 @@ def run_davis(
             log(f"{seq}: finished earlier, skipped (--resume)")
             runs.append(done)
             continue
-        runs.append(_run_sequence(predictor, root, seq, year, results_dir, fingerprint, progress, method))
+        runs.append(run_davis_sequence(predictor, root, seq, year, results_dir, fingerprint, method, progress))
         run = runs[-1]
         log(f"{seq}: {run.frames} frames, {run.fps:.2f} fps, peak {run.peak_rss_mb:.0f} MB")
     return runs
@@ -134,7 +161,7 @@ def run_staged(timings: Timings, folder: Path, fingerprint: str, segment: Callab
     """
     timings.reset()
     # A fixed staging name: a run killed mid-sequence leaves it, and the next run reclaims it.
-    with StagedOutputDir(folder, staging_name=f".{folder.name}.partial") as staging:
+    with StagedOutputDir(folder, staging_name=staging_folder(folder).name) as staging:
         start = time.perf_counter()
         with PeakMemory() as memory:
             frames = segment(staging)
@@ -156,8 +183,19 @@ def davis_fingerprint(config: Config | None, year: int, method: str) -> str:
     return config_fingerprint(config, f"davis{year}-{method}") if method != "copy" else f"davis{year}-copy"
 
 
-def _run_sequence(predictor, root, seq: str, year: int, results_dir: Path, fingerprint: str, progress,
-                  method: str) -> SequenceRun:
+def davis_jobs(root: str | Path, sequences: Sequence[str], year: int, results_dir: str | Path, fingerprint: str,
+               method: str = "samtrack") -> list[Job]:
+    """One :class:`Job` per sequence of :func:`run_davis`, for :func:`samtrack.eval.jobs.run_jobs`."""
+    results_dir = Path(results_dir)
+    return [Job(seq, results_dir / seq, fingerprint,
+                partial(run_davis_sequence, root=Path(root), seq=seq, year=year, results_dir=results_dir,
+                        fingerprint=fingerprint, method=method))
+            for seq in sequences]
+
+
+def run_davis_sequence(predictor, root: str | Path, seq: str, year: int, results_dir: Path, fingerprint: str,
+                       method: str = "samtrack", progress=None) -> SequenceRun:
+    """Run one DAVIS sequence into ``<results_dir>/<seq>`` (staged, with its record); see :func:`run_davis`."""
     from . import baselines
 
     frame_paths = davis.frame_paths(root, seq)
@@ -209,14 +247,20 @@ def mask_prompt(mask: np.ndarray, obj_id: int, frame: int = 0):
     return ObjectPrompts(obj_id=obj_id, name=None, prompts=[prompt])
 
 
-def write_runs_csv(runs: Sequence[SequenceRun], path: str | Path) -> None:
-    """Per-sequence speed and memory, plus the stage split, as a CSV (written atomically)."""
+def write_runs_csv(runs: Sequence[SequenceRun], path: str | Path, failed: Mapping[str, str] | None = None) -> None:
+    """Per-sequence speed and memory, plus the stage split, as a CSV (written atomically).
+
+    The last column, ``Status``, is ``done``; sequences in ``failed`` (name -> reason) follow
+    as rows with ``failed`` and no numbers (the reasons are in the report and the summary).
+    """
     stages = sorted({s for r in runs for s in r.stages_ms_per_frame})
-    header = ["Sequence", "Frames", "Seconds", "FPS", "PeakRSS-MB", *[f"{s}-ms/frame" for s in stages]]
+    header = ["Sequence", "Frames", "Seconds", "FPS", "PeakRSS-MB", *[f"{s}-ms/frame" for s in stages], "Status"]
     lines = [",".join(header)]
     for r in runs:
         values = [r.sequence, str(r.frames), f"{r.seconds:.2f}", f"{r.fps:.3f}", f"{r.peak_rss_mb:.0f}"]
         values += [f"{r.stages_ms_per_frame.get(s, 0.0):.1f}" for s in stages]
-        lines.append(",".join(values))
+        lines.append(",".join([*values, "done"]))
+    for name in failed or {}:
+        lines.append(",".join([name, *[""] * (len(header) - 2), "failed"]))
     with atomic_write(Path(path), "w") as f:
         f.write("\n".join(lines) + "\n")

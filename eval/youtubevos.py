@@ -48,7 +48,7 @@ from ..fileio import list_folder, os_errors, read_input_text
 from ..outputs import atomic_write, read_label_png, write_label_png
 from ..prompts import VOID_ID, ObjectPrompts
 from ..video import FrameFolderReader
-from .runner import SequenceRun, config_fingerprint, finished_run, mask_prompt, read_run, run_staged
+from .runner import Job, SequenceRun, config_fingerprint, finished_run, mask_prompt, read_run, run_staged
 
 META = "meta.json"
 RESULTS = "Annotations"
@@ -278,10 +278,22 @@ def run_youtubevos(
             log(f"{video.name}: finished earlier, skipped (--resume)")
             runs.append(done)
             continue
-        run = run_staged(predictor.timings, results / video.name, fingerprint, partial(_segment, predictor, video, progress))
+        run = run_video(predictor, video, results, fingerprint, progress)
         log(f"{video.name}: {run.frames} frames, {run.fps:.2f} fps, peak {run.peak_rss_mb:.0f} MB")
         runs.append(run)
     return runs
+
+
+def video_jobs(videos: Sequence[Video], out_dir: str | Path, fingerprint: str) -> list[Job]:
+    """One :class:`~.runner.Job` per video of :func:`run_youtubevos`, for :mod:`.jobs`."""
+    results = Path(out_dir) / RESULTS
+    return [Job(v.name, results / v.name, fingerprint, partial(run_video, video=v, results=results, fingerprint=fingerprint))
+            for v in videos]
+
+
+def run_video(predictor, video: Video, results: Path, fingerprint: str, progress=None) -> SequenceRun:
+    """Run one video into ``<results>/<video>`` (staged, with its record); see :func:`run_youtubevos`."""
+    return run_staged(predictor.timings, results / video.name, fingerprint, partial(_segment, predictor, video, progress))
 
 
 def _segment(predictor, video: Video, progress, staging: Path) -> int:

@@ -1,4 +1,4 @@
-"""The ``samtrack`` command: ``run``, ``eval``, ``weights``, ``config``.
+"""The ``samtrack`` command: ``run``, ``eval``, ``batch``, ``weights``, ``config``.
 
 User mistakes end as one line on stderr and exit code 2 (3 for weights problems); only bugs
 show a traceback.
@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, NoReturn, Sequence, get_args
 
@@ -89,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(sub)
     _add_config(sub)
     _add_app(sub)
-    from .eval.commands import add_eval_parser
+    from .eval.commands import add_batch_parser, add_eval_parser
 
     add_eval_parser(sub, add_config_args)
+    add_batch_parser(sub, add_config_args)
     return parser
 
 
@@ -145,8 +146,9 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[Override] = (), s
 # ---------------------------------------------------------------------- run
 # Everything `samtrack run` writes into --out: an existing folder holding only these is a
 # previous result, which a new run may replace.
+# run.json: a samtrack batch row's record.
 RESULT_ENTRIES = frozenset({"masks", "overlay.mp4", "tracks.json", "config.yaml", "matte", "cutout", "coco_rle.json",
-                            "instances.json"})
+                            "instances.json", "run.json"})
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -176,11 +178,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .api import InferenceState, VideoPredictor
-    from .everything import InstanceRecorder
-    from .outputs import StagedOutputDir, TracksRecorder, write_label_png
+    from .api import VideoPredictor
+    from .outputs import StagedOutputDir
     from .prompts import load_clicks, load_mask_prompt
-    from .video import RecentFrames, open_video
+    from .results import open_state, write_results
 
     extra = [Override(f"--{key.replace('_', '-')}", f"video.{key}", value) for key, value in
              (("start", args.start), ("stride", args.stride), ("max_frames", args.max_frames),
@@ -205,18 +206,15 @@ def _run(args: argparse.Namespace) -> int:
     formats = [f for f in parse_formats(args.export) if f not in ("labels", "overlay")]
     if args.feather < 0:
         raise SamtrackError(f"--feather must be >= 0, got {args.feather}")
-    # The overlay needs frames the pipeline has just read, a tracking window at a time: keep
-    # them rather than decode (and seek back for) each frame twice.
-    state = InferenceState.open(RecentFrames(open_video(args.input), size=config.tracking_window + config.tracker.lookback + 1), config.video)
+    state = open_state(args.input, config)
     if objects:
         state.add_objects(objects, prompt_path)
     out = Path(args.out)
-    _check_replaceable(out, [Path(args.input), prompt_path])
+    check_replaceable(out, [Path(args.input), prompt_path])
     log = stderr_logger(args.quiet)
     if preset_note:
         log(preset_note)  # the device's default tracker and preset, said at start
     predictor = VideoPredictor.from_config(config, log=log)
-    info = state.reader.info
     first_scores = predictor.add_everything(state, log=log) if args.everything else {}
     if args.everything and not first_scores:
         raise InputError(f"no object found on frame {state.frame_indices[0]} (see everything.automask)", args.input)
@@ -224,36 +222,12 @@ def _run(args: argparse.Namespace) -> int:
     names = {o.obj_id: o.name for o in objects}
 
     started = time.perf_counter()
-    with StagedOutputDir(out) as staging, ExitStack() as stack:
-        (staging / "masks").mkdir()
-        recorder = TracksRecorder(info, names) if config.output.tracks else None
-        instances = InstanceRecorder(sorted(names), first_scores) if config.output.instances else None
-        overlay = stack.enter_context(_overlay_writer(staging / "overlay.mp4", info.fps, config)) if config.output.overlay else None
-        exporter = stack.enter_context(_exporter(staging, formats, info, names, config, args.feather)) if formats else None
-        progress = stack.enter_context(tqdm(total=len(state.frame_indices), unit="frame", desc="samtrack",
-                                            file=sys.stderr, disable=args.quiet))
-        for result in predictor.segment_video(state):
-            with predictor.timings.measure("io"):
-                write_label_png(staging / "masks" / f"{result.frame_index:05d}.png", result.label_map)
-                if recorder is not None:
-                    recorder.add(result)
-                if instances is not None:
-                    instances.add(result)
-                if overlay is not None:
-                    overlay.write(state.reader.read(result.frame_index), result.label_map, _drawings(result))
-                if exporter is not None:
-                    frame = state.reader.read(result.frame_index) if exporter.needs_frames else None
-                    exporter.add(result.frame_index, frame, result.label_map)
-            progress.update(1)
-        stack.close()  # finish overlay.mp4 inside the staging folder before it is committed
-        if recorder is not None:
-            recorder.write(staging / "tracks.json")
-        if instances is not None:
-            instances.write(staging / "instances.json", recorder.video if recorder else {"path": str(info.path)})
-        (staging / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    with StagedOutputDir(out) as staging, tqdm(total=len(state.frame_indices), unit="frame", desc="samtrack",
+                                               file=sys.stderr, disable=args.quiet) as progress:
+        n = write_results(predictor, state, names, staging, lambda: progress.update(1),
+                          formats=formats, feather=args.feather, first_scores=first_scores)
     elapsed = time.perf_counter() - started
 
-    n = len(state.frame_indices)
     stages = ", ".join(f"{k} {v:.0f}" for k, v in predictor.timings.per_frame(n).items())
     print(f"samtrack: {n} frames, {len(objects)} object(s), {n / elapsed:.2f} fps -> {out}")
     print(f"  ms/frame: {stages}")
@@ -330,7 +304,7 @@ def _everything_overrides(args: argparse.Namespace) -> list[Override]:
     return [Override("--max-objects", "everything.max_objects", args.max_objects)]
 
 
-def _check_replaceable(out: Path, inputs: Sequence[Path]) -> None:
+def check_replaceable(out: Path, inputs: Sequence[Path]) -> None:
     """Refuse an ``--out`` that a successful run must not replace, since the whole folder goes:
     a file, a folder holding one of ``inputs``, or a folder with entries samtrack does not write."""
     with os_errors(out, doing="cannot use as the results folder"):
@@ -355,25 +329,6 @@ def _check_replaceable_folder(out: Path, inputs: Sequence[Path]) -> None:
     if foreign:
         raise InputError(f"holds {show(foreign[0])}, which samtrack did not write; the results replace this whole folder, "
                          "choose another --out", out)
-
-
-def _overlay_writer(path: Path, fps: float, config: Config):
-    from .overlay import OverlayWriter
-
-    return OverlayWriter(path, fps=fps / config.video.stride, alpha=config.output.overlay_alpha,
-                         radius=config.output.point_radius)
-
-
-def _exporter(folder: Path, formats: list[str], info, names, config: Config, feather: float):
-    from .export import Exporter
-
-    return Exporter(folder, formats, info, names, fps=info.fps / config.video.stride, feather=feather)
-
-
-def _drawings(result):
-    from .overlay import PointsDrawing
-
-    return [PointsDrawing(obj_id=o, xy=p.xy, visible=p.visible, positive=p.labels == 1) for o, p in result.points.items()]
 
 
 def stderr_logger(quiet: bool) -> Callable[[str], None]:

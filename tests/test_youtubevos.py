@@ -21,7 +21,7 @@ from samtrack.api import VideoPredictor
 from samtrack.cli import main
 from samtrack.config import load_config
 from samtrack.errors import InputError
-from samtrack.eval import youtubevos
+from samtrack.eval import runner, youtubevos
 from samtrack.eval.youtubevos import MOSE, YOUTUBEVOS_2019, run_youtubevos, write_submission
 from samtrack.outputs import write_label_png
 
@@ -340,6 +340,31 @@ def test_cli_youtubevos_and_mose(tmp_path, fake_models, capsys):
     assert main(["eval", "mose", "--root", str(root), "--out", str(mose_out), "--quiet", *sets]) == 0
     with zipfile.ZipFile(mose_out / "mose-valid.zip") as archive:
         assert {n.split("/")[0] for n in archive.namelist()} == {"alpha", "beta"}
+
+
+def test_cli_a_failed_video_is_reported_and_no_zip_is_written(tmp_path, fake_models, capsys):
+    root = make_split(tmp_path / "data")
+    broken = sorted((root / "valid" / "Annotations" / "alpha").glob("*.png"))[0]
+    broken.write_bytes(b"not a png")
+    sets = [arg for o in FAKE_OVERRIDES for arg in ("--set", o)]
+    out = tmp_path / "out"
+    assert main(["eval", "youtubevos", "--root", str(root), "--out", str(out), "--quiet", *sets]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("samtrack: 1 finished, 1 failed in ") and f"alpha ({broken}: " in last, last
+    assert "no zip was written" in last
+    assert not (out / "youtubevos2019-valid.zip").exists()
+    with open(out / "runs-valid.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["Sequence"], r["Status"]) for r in rows] == [("beta", "done"), ("alpha", "failed")]
+    assert runner.read_run(out / "Annotations" / "beta") is not None
+    assert sorted(p.name for p in (out / "Annotations").iterdir()) == ["beta"]  # nothing half-written
+    # Fixed, --resume redoes only alpha and writes the zip.
+    make_split(tmp_path / "fixed")
+    broken.write_bytes(sorted((tmp_path / "fixed" / "valid" / "Annotations" / "alpha").glob("*.png"))[0].read_bytes())
+    stamp = (out / "Annotations" / "beta" / "run.json").stat().st_mtime_ns
+    assert main(["eval", "youtubevos", "--root", str(root), "--out", str(out), "--quiet", "--resume", *sets]) == 0
+    assert (out / "Annotations" / "beta" / "run.json").stat().st_mtime_ns == stamp
+    assert (out / "youtubevos2019-valid.zip").is_file()
 
 
 def test_cli_errors_exit_2_with_one_line(tmp_path, fake_models, capsys):
