@@ -271,7 +271,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"automatic masks: {automask_s:.2f} s on frame {state.frame_indices[0]}")
     objects = list(state.objects.values())
     # The machine's floor, measured before the run rather than during it.
-    peak = compute.matmul_peak_gflops()
+    peak, peak_by = compute.matmul_peak_gflops()
     started = time.perf_counter()
     with PeakMemory() as memory:
         n = sum(1 for _ in predictor.segment_video(state))
@@ -285,7 +285,7 @@ def _bench(args: argparse.Namespace) -> int:
     runs_on = getattr(segmenter, "backend", None) or getattr(segmenter, "device", "?")
     info = state.reader.info
     print(f"{n} frames, {len(objects)} object(s), {n / elapsed:.2f} fps, peak RSS {memory.peak_mb:.0f} MB")
-    print(f"  machine: {compute.cpu_count()} CPU cores, fp32 matmul peak {peak:.0f} GFLOP/s (numpy)")
+    print(f"  machine: {compute.cpu_count()} CPU cores, fp32 matmul peak {peak:.0f} GFLOP/s ({peak_by}, 2048x2048)")
     print(f"  segmenter: {segmenter.name} on {runs_on}, encoder input {16 * grid[1]}x{16 * grid[0]} "
           f"for {info.width}x{info.height} frames")
     for stage, ms in stages.items():

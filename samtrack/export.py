@@ -191,8 +191,9 @@ _VIDEO_FORMATS: dict[str, tuple[str, str, str, str, dict[str, str], bool, str]] 
     "matte-ffv1": (".mkv", "ffv1", "gray", "matroska", {"level": "3"}, False, "gray"),
     # Full-range grey in a 4:2:0 H.264: editors read the luma as the matte; crf 12 keeps edges.
     "matte-luma": ("_luma.mp4", "libx264", "yuv420p", "mp4", {"crf": "12", "preset": "veryfast"}, True, "gray"),
-    # crf with b=0 is libvpx's constant-quality mode; alpha_mode is set by FFmpeg for yuva.
-    "cutout-webm": (".webm", "libvpx-vp9", "yuva420p", "webm", {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}, True, "rgba"),
+    # crf with b=0 is libvpx's constant-quality mode; alpha_mode is set by FFmpeg for yuva. Not the
+    # realtime deadline: it trades quality for the time left, so the output would vary with the load.
+    "cutout-webm": (".webm", "libvpx-vp9", "yuva420p", "webm", {"crf": "20", "b": "0", "deadline": "good", "cpu-used": "5"}, True, "rgba"),
     "cutout-mov": (".mov", "prores_ks", "yuva444p10le", "mov", {"profile": "4444", "alpha_bits": "16"}, False, "rgba"),
 }
 

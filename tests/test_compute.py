@@ -51,8 +51,8 @@ def test_encoder_macs_agree_between_onnx_and_torch(mobilesam_checkpoint: Path) -
 
 
 def test_matmul_probe_and_encoder_line() -> None:
-    peak = compute.matmul_peak_gflops(n=256, repeats=2)
-    assert np.isfinite(peak) and peak > 0
+    peak, name = compute.matmul_peak_gflops(n=256, repeats=2)
+    assert np.isfinite(peak) and peak > 0 and name in ("OpenVINO", "numpy")
     line = compute.encoder_line(38.8e9, 250.0, 2 * 155.2)
     assert line == "encoder: 38.8 GMAC/frame in 250 ms = 155 GMAC/s (310 GFLOP/s), 1.00 of the fp32 matmul peak"
     assert "not counted" in compute.encoder_line(None, 250.0, peak)

@@ -54,6 +54,8 @@ class MobileSamOnnx(DecodeOneByOne):
         unpadded: "UnpaddedGraphs | None" = None,
     ) -> None:
         self.encoder_path = Path(encoder_path)
+        # The graph that encoded the last frame (the square's, or an unpadded size's).
+        self.encoder_graph = self.encoder_path
         self._encoder = open_session(self.encoder_path, backend, threads)
         self._decoder = open_session(Path(decoder_path), "onnxruntime", threads)
         self._batched = None if batched_decoder is None else open_session(Path(batched_decoder), "onnxruntime", threads)
@@ -62,6 +64,7 @@ class MobileSamOnnx(DecodeOneByOne):
         self.unpadded = unpadded
         # Per unpadded input size (h, w): its encoder and grid decoder sessions.
         self._sized: dict[tuple[int, int], tuple[GraphSession, GraphSession]] = {}
+        self._graph_paths: dict[tuple[int, int], Path] = {}
         self._encoder_input = self._encoder.input_names[0]
         names = set(self._decoder.input_names)
         if names != _DECODER_INPUTS:
@@ -102,12 +105,14 @@ class MobileSamOnnx(DecodeOneByOne):
             tensor, input_size = transforms.preprocess(image, multiple=transforms.PATCH)
             encoder, _ = self._graphs(tensor.shape[2:])
             (features,) = encoder.run({"input": tensor})
+            self.encoder_graph = self._graph_paths[tuple(tensor.shape[2:])]
         return ImageEmbedding(features=features, original_size=image.shape[:2], input_size=input_size)
 
     def _graphs(self, input_size: tuple[int, int]) -> "tuple[GraphSession, GraphSession]":
         sessions = self._sized.get(tuple(input_size))
         if sessions is None:
             encoder, decoder = self.unpadded.paths(tuple(input_size))
+            self._graph_paths[tuple(input_size)] = encoder
             sessions = self._sized[tuple(input_size)] = (
                 open_session(encoder, self.backend, self.threads), open_session(decoder, "onnxruntime", self.threads))
         return sessions

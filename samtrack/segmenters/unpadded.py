@@ -32,12 +32,15 @@ class UnpaddedGraphs:
     def __init__(self, log: weights.Log = weights.log_stderr, source: Path | None = None) -> None:
         self.log = log
         self._source = source
+        self._digest: str | None = None
 
     def paths(self, input_size: tuple[int, int]) -> tuple[Path, Path]:
         """The pair for encoder inputs of ``input_size`` (``(h, w)``, multiples of 16)."""
         source = self._source_checkpoint()
         # Keyed by the weights' hash, so that other weights never reuse these graphs.
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+        if self._digest is None:
+            self._digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+        digest = self._digest
         h, w = input_size
         folder = weights.cache_dir() / FOLDER / digest / f"{h}x{w}"
         encoder, decoder = folder / "encoder.onnx", folder / "sam.onnx"
