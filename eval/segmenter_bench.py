@@ -66,8 +66,8 @@ def prompts_for(n_objects: int, size: tuple[int, int], seed: int = 0) -> dict[in
 
 # Encoder variants: name -> config overrides.
 ENCODERS = {
-    "mobilesam-onnx": ["segmenter.name=mobilesam-onnx", "segmenter.backend=onnxruntime"],
-    "mobilesam-onnx (openvino)": ["segmenter.name=mobilesam-onnx", "segmenter.backend=openvino"],
+    "mobilesam-onnx": ["segmenter.name=mobilesam-onnx", "segmenter.backend=onnxruntime", "segmenter.unpadded=false"],
+    "mobilesam-onnx (openvino)": ["segmenter.name=mobilesam-onnx", "segmenter.backend=openvino", "segmenter.unpadded=false"],
     "mobilesam-onnx unpadded": ["segmenter.name=mobilesam-onnx", "segmenter.backend=onnxruntime", "segmenter.unpadded=true"],
     "mobilesam-onnx unpadded (openvino)": ["segmenter.name=mobilesam-onnx", "segmenter.backend=openvino",
                                            "segmenter.unpadded=true"],
