@@ -70,6 +70,7 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[
     u.add_argument("--resume", action="store_true", help="skip videos already finished with the same config")
     u.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_args(u)
+    add_runner_args(u)
     u.set_defaults(handler=_uvo, everything=True)
 
 
@@ -104,18 +105,6 @@ def _output_folder(path: str | Path) -> Path:
     if path.exists() and not path.is_dir():
         raise InputError("exists and is not a folder", path)
     return path
-
-
-def _progress(quiet: bool) -> Callable[[str, int], Callable[[], None]]:
-    """A per-sequence progress bar factory for the commands that run in this process only
-    (``--method everything``, ``eval uvo``): ``progress(name, n_frames)`` gives a tick."""
-    from tqdm import tqdm
-
-    def progress(name: str, n: int) -> Callable[[], None]:
-        bar = tqdm(total=n, desc=name, unit="frame", file=sys.stderr, disable=quiet, leave=False)
-        return lambda: bar.update(1)
-
-    return progress
 
 
 def _davis(args: argparse.Namespace) -> int:
@@ -174,15 +163,13 @@ def _failed(outcome, consequence: str) -> int:
 def _davis_unsupervised(args: argparse.Namespace) -> int:
     """DAVIS 2017 unsupervised: objects from the automatic masks, at most 20 per sequence (the
     benchmark's limit), results written as the official unsupervised evaluation reads them."""
-    from ..api import VideoPredictor
     from ..cli import config_from_args, stderr_logger
-    from . import report
-    from .runner import davis_fingerprint, finished_run, run_davis, write_runs_csv
+    from . import jobs, report
+    from .runner import davis_fingerprint, davis_jobs, finished_run, write_runs_csv
 
     if args.year != 2017:
         raise ConfigError("--method everything is DAVIS 2017's unsupervised protocol: use --year 2017")
-    if args.workers not in (None, 1) or args.ray is not None:
-        raise ConfigError("--method everything runs in this process only (--workers and --ray are not wired to it yet)")
+    runner = jobs.runner_from_args(args)
     args.everything = True
     from ..cli import config_source
 
@@ -194,22 +181,21 @@ def _davis_unsupervised(args: argparse.Namespace) -> int:
         raise ConfigError("DAVIS 2017 unsupervised takes at most 20 objects per sequence")
     sequences = _sequences(args)
     out = _output_folder(args.out)
+    fingerprint = davis_fingerprint(config, args.year, args.method)
     if args.resume:
-        fingerprint = davis_fingerprint(config, args.year, args.method)
         for seq in sequences:
             finished_run(out / "results" / seq, fingerprint, resume=True)
     log = stderr_logger(args.quiet)
     if note:
         log(note)
-    predictor = VideoPredictor.from_config(config, log=log)
-    runs = run_davis(predictor, args.root, sequences, args.year, out / "results", resume=args.resume,
-                     log=log, progress=_progress(args.quiet), method=args.method)
+    outcome = jobs.run_jobs(davis_jobs(args.root, sequences, args.year, out / "results", fingerprint, args.method),
+                            config, runner, resume=args.resume, log=log, quiet=args.quiet)
     split = split_name(args.split)
-    write_runs_csv(runs, out / f"runs-{split}.csv")
-    print(report.runs_table(runs))
+    write_runs_csv(outcome.runs, out / f"runs-{split}.csv", outcome.failed)
+    print(report.runs_table(outcome.runs))
     print(f"-> {out / 'results'} (score with davis2017-evaluation: python evaluation_method.py --task unsupervised "
           f"--results_path {out / 'results'})")
-    return 0
+    return _failed(outcome, "the results folder lacks them")
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -225,9 +211,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _uvo(args: argparse.Namespace) -> int:
-    from ..api import VideoPredictor
     from ..cli import config_from_args, config_source, stderr_logger
-    from . import uvo
+    from . import jobs, uvo
     from .runner import write_runs_csv
 
     extra = [] if args.max_objects is None else [f"everything.max_objects={args.max_objects}"]
@@ -239,21 +224,24 @@ def _uvo(args: argparse.Namespace) -> int:
     frames = Path(args.frames)
     if not frames.is_dir():
         raise InputError("no such frames folder", frames)
+    runner = jobs.runner_from_args(args)
     out = _output_folder(args.out)
     log = stderr_logger(args.quiet)
     if note:
         log(note)
-    predictor = VideoPredictor.from_config(config, log=log)
-    runs = uvo.run_uvo(predictor, videos, frames, out, resume=args.resume, log=log, progress=_progress(args.quiet))
-    write_runs_csv(runs, out / "runs.csv")
-    results = uvo.collect_results(out, videos)
-    evaluation = uvo.score(data, results, videos, args.areas, args.per_category, args.annotations)
-    uvo.write_outputs(out, results, evaluation, runs, {"areas": args.areas, "per_category": args.per_category})
-    from . import vis_metrics
+    outcome = jobs.run_jobs(uvo.uvo_jobs(videos, frames, out, uvo.uvo_fingerprint(config)), config, runner,
+                            resume=args.resume, log=log, quiet=args.quiet)
+    write_runs_csv(outcome.runs, out / "runs.csv", outcome.failed)
+    finished = [v for v in videos if str(v["id"]) not in outcome.failed]
+    if finished:
+        results = uvo.collect_results(out, finished)
+        evaluation = uvo.score(data, results, finished, args.areas, args.per_category, args.annotations)
+        uvo.write_outputs(out, results, evaluation, outcome.runs, {"areas": args.areas, "per_category": args.per_category})
+        from . import vis_metrics
 
-    print(vis_metrics.format_stats(evaluation.stats))
-    print(f"-> {out / 'metrics.json'}")
-    return 0
+        print(vis_metrics.format_stats(evaluation.stats))
+        print(f"-> {out / 'metrics.json'}")
+    return _failed(outcome, "AP/AR are over the finished videos only")
 
 
 # ---------------------------------------------------------------------- submissions

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,7 +29,7 @@ from ..everything import InstanceRecorder
 from ..outputs import atomic_write
 from ..video import DEFAULT_FPS, FrameFolderReader, VideoInfo
 from . import vis_metrics
-from .runner import SequenceRun, config_fingerprint, finished_run, run_staged
+from .runner import Job, SequenceRun, config_fingerprint, run_staged
 
 VIDEO_RESULTS = "instances.json"
 
@@ -80,37 +81,37 @@ def select_videos(data: dict, ids: Sequence[str] | None, source: str | Path) -> 
     return [v for v in videos if str(v["id"]) in set(ids)]
 
 
-def run_uvo(predictor, videos: Sequence[dict], frames_root: Path, out: Path, resume: bool, log: Callable[[str], None],
-            progress=None) -> list[SequenceRun]:
-    """Track everything on each video into ``out/videos/<id>/``; the runs' records."""
-    fingerprint = config_fingerprint(predictor.config, "uvo-everything")
-    runs = []
-    for video in videos:
-        folder = out / "videos" / str(video["id"])
-        done = finished_run(folder, fingerprint, resume)
-        if done is not None:
-            runs.append(done)
-            continue
-        reader = FrameListReader([frames_root / name for name in video["file_names"]], str(video["id"]))
-        if (reader.info.height, reader.info.width) != (int(video["height"]), int(video["width"])):
-            raise InputError(f"frames are {reader.info.width}x{reader.info.height}, the annotations say "
-                             f"{video['width']}x{video['height']}", reader.files[0])
-        tick = progress(str(video["id"]), len(reader)) if progress else (lambda: None)
+def uvo_jobs(videos: Sequence[dict], frames_root: Path, out: Path, fingerprint: str) -> list[Job]:
+    """One :class:`~.runner.Job` per video, for :mod:`.jobs`: track everything on it into
+    ``out/videos/<id>/`` (staged, with its record)."""
+    return [Job(str(video["id"]), out / "videos" / str(video["id"]), fingerprint,
+                partial(run_uvo_video, video=video, frames_root=frames_root, out=out, fingerprint=fingerprint))
+            for video in videos]
 
-        def segment(staging: Path, reader=reader, video=video, tick=tick) -> int:
-            state = predictor.init_state(reader)
-            first_scores = predictor.add_everything(state, log=log)
-            recorder = InstanceRecorder(sorted(first_scores), first_scores)
-            if first_scores:
-                for result in predictor.segment_video(state):
-                    recorder.add(result)
-                    tick()
-            with atomic_write(staging / VIDEO_RESULTS, "w") as f:
-                json.dump(recorder.results(video_id=video["id"]), f, separators=(",", ":"))
-            return len(reader)
 
-        runs.append(run_staged(predictor.timings, folder, fingerprint, segment))
-    return runs
+def uvo_fingerprint(config) -> str:
+    return config_fingerprint(config, "uvo-everything")
+
+
+def run_uvo_video(predictor, video: dict, frames_root: Path, out: Path, fingerprint: str) -> SequenceRun:
+    """Track everything on one video (the task of :func:`uvo_jobs`, the same on every runner)."""
+    reader = FrameListReader([frames_root / name for name in video["file_names"]], str(video["id"]))
+    if (reader.info.height, reader.info.width) != (int(video["height"]), int(video["width"])):
+        raise InputError(f"frames are {reader.info.width}x{reader.info.height}, the annotations say "
+                         f"{video['width']}x{video['height']}", reader.files[0])
+
+    def segment(staging: Path) -> int:
+        state = predictor.init_state(reader)
+        first_scores = predictor.add_everything(state, log=lambda message: None)
+        recorder = InstanceRecorder(sorted(first_scores), first_scores)
+        if first_scores:
+            for result in predictor.segment_video(state):
+                recorder.add(result)
+        with atomic_write(staging / VIDEO_RESULTS, "w") as f:
+            json.dump(recorder.results(video_id=video["id"]), f, separators=(",", ":"))
+        return len(reader)
+
+    return run_staged(predictor.timings, out / "videos" / str(video["id"]), fingerprint, segment)
 
 
 def collect_results(out: Path, videos: Sequence[dict]) -> list[dict]:

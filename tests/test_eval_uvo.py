@@ -54,6 +54,12 @@ def test_eval_uvo_end_to_end(tmp_path, davis16, mobilesam_checkpoint, capsys):
     # the bear is found and tracked: its tube overlaps one result by more than IoU 0.5
     assert metrics["stats"]["AR100"] > 0.0 and metrics["stats"]["AP"] > 0.0
     assert (out / "runs.csv").is_file() and (out / "videos" / "7" / "run.json").is_file()
+    # Worker processes give the same bytes (the same task runs there).
+    pooled = tmp_path / "pooled"
+    assert main(["eval", "uvo", "--annotations", str(annotations), "--frames", str(frames), "--out", str(pooled), *SMALL,
+                 "--workers", "2"]) == 0
+    assert (pooled / "results.json").read_bytes() == (out / "results.json").read_bytes()
+    assert json.loads((pooled / "metrics.json").read_text())["stats"] == metrics["stats"]  # the rest is timings
     # --resume reuses the finished video, and a changed config is refused
     assert main(["eval", "uvo", "--annotations", str(annotations), "--frames", str(frames), "--out", str(out), *SMALL,
                  "--resume"]) == 0
