@@ -4,6 +4,7 @@ the operating system said."""
 from __future__ import annotations
 
 import errno
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,6 @@ def _escape(char: str) -> str:
 def _short_repr(value: Any, limit: int) -> str:
     # Containers are cut while rendering: repr() of a YAML alias bomb is tens of megabytes.
     if isinstance(value, (list, tuple, dict, set)):
-        import reprlib
-
         r = reprlib.Repr()
         r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
         r.maxlevel = 3

@@ -26,20 +26,17 @@ row or column, so they are at most one pixel larger than the frames, as ``overla
 from __future__ import annotations
 
 import json
-import os
-import secrets
-from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-import av
 import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import InputError, SamtrackError
+from .errors import InputError
 from .outputs import atomic_write, encode_rle, write_label_png
+from .overlay import VideoFileWriter
 
 if TYPE_CHECKING:
     from .overlay import PointsDrawing
@@ -92,97 +89,6 @@ def matte(label_map: np.ndarray, obj_id: int, feather: float = 0.0) -> np.ndarra
     # Blur in float so the edge ramps smoothly; round back to 8 bits once.
     soft = cv2.GaussianBlur(hard.astype(np.float32), (size, size), sigmaX=feather / 2, borderType=cv2.BORDER_REPLICATE)
     return np.clip(np.rint(soft), 0, 255).astype(np.uint8)
-
-
-class VideoFileWriter:
-    """Encodes frames into one video file through PyAV, atomically.
-
-    The file is written under a hidden temporary name beside ``path`` and renamed on
-    :meth:`close`; :meth:`abort` (or an exception in a ``with`` block) deletes it.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        fps: float,
-        codec: str,
-        pix_fmt: str,
-        container: str,
-        options: Mapping[str, str] | None = None,
-        even: bool = False,
-    ) -> None:
-        """
-        Args:
-            path: the file to write. fps: its frame rate.
-            codec, pix_fmt, container: FFmpeg encoder, stored pixel format, container format.
-            options: encoder options. even: pad frames to even sides (4:2:0 formats).
-        """
-        if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
-        self.path = Path(path)
-        self._rate = Fraction(fps).limit_denominator(1001)  # keeps NTSC rates (30000/1001) exact
-        self._codec, self._pix_fmt, self._options, self._even = codec, pix_fmt, dict(options or {}), even
-        self._temp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.partial")
-        try:
-            self._temp.open("xb").close()  # a missing or read-only folder fails before any work
-        except OSError as exc:
-            raise SamtrackError(f"cannot write the video: {exc.strerror}", self.path) from None
-        try:
-            self._container = av.open(str(self._temp), "w", format=container)
-        except BaseException:
-            self._temp.unlink(missing_ok=True)
-            raise
-        self._stream: av.VideoStream | None = None
-        self._closed = False
-
-    def __enter__(self) -> "VideoFileWriter":
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close() if exc_type is None else self.abort()
-
-    def write(self, image: np.ndarray, fmt: str) -> None:
-        """Encode one frame: ``image`` uint8 ``[H, W]`` (``fmt="gray"``) or ``[H, W, C]``
-        (``"rgb24"``, ``"rgba"``); every frame must have the first frame's size."""
-        height, width = image.shape[:2]
-        if self._even and (height % 2 or width % 2):
-            pad = ((0, height % 2), (0, width % 2)) + ((0, 0),) * (image.ndim - 2)
-            image = np.pad(image, pad, mode="edge")
-            height, width = image.shape[:2]
-        if self._stream is None:
-            stream = self._container.add_stream(self._codec, rate=self._rate, options=self._options)
-            stream.width, stream.height, stream.pix_fmt = width, height, self._pix_fmt
-            self._stream = stream
-        elif (width, height) != (self._stream.width, self._stream.height):
-            raise ValueError(f"frame is {width}x{height}, the first was {self._stream.width}x{self._stream.height}")
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=fmt)):
-            self._container.mux(packet)
-
-    def close(self) -> None:
-        """Flush the encoder and move the file into place (closing twice is harmless)."""
-        if self._closed:
-            return
-        if self._stream is None:
-            self.abort()
-            raise ValueError(f"{self.path}: closed before any frame was written")
-        try:
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
-            self._container.close()
-            os.replace(self._temp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        self._closed = True
-
-    def abort(self) -> None:
-        """Stop and delete the partial file."""
-        self._closed = True
-        try:
-            self._container.close()
-        except (av.FFmpegError, OSError):  # the half-written file is deleted anyway
-            pass
-        self._temp.unlink(missing_ok=True)
 
 
 # Encoder settings per video format: (suffix, codec, stored pixel format, container, options,

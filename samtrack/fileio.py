@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from .errors import InputError, SamtrackError, os_problem
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @contextmanager

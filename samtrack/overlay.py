@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import Mapping
 
 import av
 import cv2
@@ -101,6 +102,105 @@ def render_overlay(
     return image
 
 
+class VideoFileWriter:
+    """Encodes frames into one video file through PyAV, atomically.
+
+    The file is written under a hidden temporary name beside ``path`` and renamed on
+    :meth:`close`; :meth:`abort` (or an exception in a ``with`` block) deletes it.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float,
+        codec: str,
+        pix_fmt: str,
+        container: str,
+        options: Mapping[str, str] | None = None,
+        even: bool = False,
+        container_options: Mapping[str, str] | None = None,
+    ) -> None:
+        """
+        Args:
+            path: the file to write. fps: its frame rate.
+            codec, pix_fmt, container: FFmpeg encoder, stored pixel format, container format.
+            options: encoder options. even: pad frames to even sides (4:2:0 formats).
+            container_options: muxer options (e.g. mp4's ``movflags``).
+        """
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.path = Path(path)
+        self._rate = Fraction(fps).limit_denominator(1001)  # keeps NTSC rates (30000/1001) exact
+        self._codec, self._pix_fmt, self._options, self._even = codec, pix_fmt, dict(options or {}), even
+        self._temp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.partial")
+        try:
+            self._temp.open("xb").close()  # a missing or read-only folder fails before any work
+        except OSError as exc:
+            raise SamtrackError(f"cannot write the video: {exc.strerror}", self.path) from None
+        try:
+            self._container = av.open(str(self._temp), "w", format=container, options=dict(container_options or {}))
+        except BaseException:
+            self._temp.unlink(missing_ok=True)
+            raise
+        self._stream: av.VideoStream | None = None
+        self._frame_size: tuple[int, int] | None = None
+        self._closed = False
+
+    def __enter__(self) -> "VideoFileWriter":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close() if exc_type is None else self.abort()
+
+    def write(self, image: np.ndarray, fmt: str) -> None:
+        """Encode one frame: ``image`` uint8 ``[H, W]`` (``fmt="gray"``) or ``[H, W, C]``
+        (``"rgb24"``, ``"rgba"``); every frame must have the first frame's size."""
+        if self._closed:
+            raise ValueError(f"{self.path}: write() after close")
+        height, width = image.shape[:2]
+        if self._frame_size is None:
+            self._frame_size = (height, width)
+        elif (height, width) != self._frame_size:
+            first_height, first_width = self._frame_size
+            raise ValueError(f"frame is {width}x{height}, but the first frame was {first_width}x{first_height}")
+        if self._even and (height % 2 or width % 2):
+            pad = ((0, height % 2), (0, width % 2)) + ((0, 0),) * (image.ndim - 2)
+            image = np.pad(image, pad, mode="edge")
+        if self._stream is None:
+            stream = self._container.add_stream(self._codec, rate=self._rate, options=self._options)
+            stream.height, stream.width = image.shape[:2]
+            stream.pix_fmt = self._pix_fmt
+            self._stream = stream
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=fmt)):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder and move the file into place (closing twice is harmless)."""
+        if self._closed:
+            return
+        if self._stream is None:
+            self.abort()
+            raise ValueError(f"{self.path}: closed before any frame was written")
+        try:
+            for packet in self._stream.encode(None):  # flush what the encoder holds for lookahead
+                self._container.mux(packet)
+            self._container.close()
+            os.replace(self._temp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+
+    def abort(self) -> None:
+        """Stop and delete the partial file."""
+        self._closed = True
+        try:
+            self._container.close()
+        except (av.FFmpegError, OSError):  # the half-written file is deleted anyway
+            pass
+        self._temp.unlink(missing_ok=True)
+
+
 class OverlayWriter:
     """Writes overlay frames to an H.264 mp4, atomically.
 
@@ -136,29 +236,12 @@ class OverlayWriter:
                 visually good range).
             preset: x264 speed/size trade-off.
         """
-        if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
         self.path = Path(path)
         self.alpha = alpha
         self.radius = radius
-        self._rate = Fraction(fps).limit_denominator(1001)  # keeps NTSC rates (30000/1001) exact
-        self._codec_options = {"crf": str(crf), "preset": preset}
-        self._temp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.partial")
-        try:
-            # Reserve the name now, so a missing or read-only folder fails before any work; the
-            # file is created with the user's umask, unlike tempfile's private 0600 files.
-            self._temp.open("xb").close()
-        except OSError as exc:
-            raise SamtrackError(f"cannot write the overlay video: {exc.strerror}", self.path) from None
-        try:
-            # faststart moves the index to the front so that browsers can play while downloading.
-            self._container = av.open(str(self._temp), "w", format="mp4", options={"movflags": "+faststart"})
-        except BaseException:
-            self._temp.unlink(missing_ok=True)
-            raise
-        self._stream: av.VideoStream | None = None
-        self._frame_size: tuple[int, int] | None = None
-        self._closed = False
+        # faststart moves the index to the front so that browsers can play while downloading.
+        self._video = VideoFileWriter(path, fps, "libx264", "yuv420p", "mp4", {"crf": str(crf), "preset": preset},
+                                      even=True, container_options={"movflags": "+faststart"})
 
     def __enter__(self) -> "OverlayWriter":
         return self
@@ -169,10 +252,7 @@ class OverlayWriter:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._abort()
+        self._video.__exit__(exc_type, exc, traceback)
 
     def write(self, frame: np.ndarray, label_map: np.ndarray, points: list[PointsDrawing] | None = None) -> None:
         """Render one frame with :func:`render_overlay` and encode it.
@@ -182,52 +262,11 @@ class OverlayWriter:
             label_map: uint8 ``[H, W]``, ``0`` background, ``k`` object ``k``.
             points: points to draw, or None.
         """
-        if self._closed:
-            raise ValueError("write() on a closed OverlayWriter")
-        image = render_overlay(frame, label_map, points, self.alpha, self.radius)
-        height, width = image.shape[:2]
-        if self._stream is None:
-            self._open_stream(height, width)
-        elif (height, width) != self._frame_size:
-            first_height, first_width = self._frame_size
-            raise ValueError(f"frame is {width}x{height}, but the first frame was {first_width}x{first_height}")
-        if height % 2 or width % 2:  # yuv420p needs even sides
-            image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            self._container.mux(packet)
+        self._video.write(render_overlay(frame, label_map, points, self.alpha, self.radius), "rgb24")
 
     def close(self) -> None:
         """Finish the video and move it to ``path``. Closing twice is harmless."""
-        if self._closed:
-            return
-        if self._stream is None:
-            self._abort()
-            raise ValueError("OverlayWriter closed before any frame was written")
-        try:
-            for packet in self._stream.encode(None):  # flush the frames x264 holds for lookahead
-                self._container.mux(packet)
-            self._container.close()
-            os.replace(self._temp, self.path)
-        except BaseException:
-            self._abort()
-            raise
-        self._closed = True
-
-    def _open_stream(self, height: int, width: int) -> None:
-        self._frame_size = (height, width)
-        stream = self._container.add_stream("libx264", rate=self._rate, options=self._codec_options)
-        stream.width = width + width % 2
-        stream.height = height + height % 2
-        stream.pix_fmt = "yuv420p"
-        self._stream = stream
-
-    def _abort(self) -> None:
-        self._closed = True
-        try:
-            self._container.close()
-        except (av.FFmpegError, OSError):  # a half-written file is about to be deleted anyway
-            pass
-        self._temp.unlink(missing_ok=True)
+        self._video.close()
 
 
 def _draw_points(image: np.ndarray, drawing: PointsDrawing, colour: tuple[int, int, int], radius: int) -> None:

@@ -25,7 +25,6 @@ import cv2
 # PyAV first binds it to its own libvpx (tests/test_export.py checks this in a fresh process).
 import decord
 import numpy as np
-from PIL import Image
 
 from .errors import InputError
 from .fileio import check_readable, list_folder, open_image, os_errors

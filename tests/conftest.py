@@ -40,6 +40,40 @@ def davis16_ref() -> Path:
     return DAVIS16_REF
 
 
+class ModelLoaded(Exception):
+    """Raised by the patched model loader: the CLI got past its input checks."""
+
+
+def refuse_model(monkeypatch) -> None:
+    """Make loading a model raise :class:`ModelLoaded`."""
+    from samtrack import api
+
+    def refuse(cls, *args, **kwargs):
+        raise ModelLoaded
+
+    monkeypatch.setattr(api.VideoPredictor, "from_config", classmethod(refuse))
+
+
+@pytest.fixture
+def no_model(monkeypatch, tmp_path: Path) -> None:
+    """Make loading the model an error, and point the weights cache at an empty folder."""
+    refuse_model(monkeypatch)
+    monkeypatch.setenv("SAMTRACK_HOME", str(tmp_path / "empty-cache"))
+
+
+def davis_slice(root: Path, davis16: Path, sequences, n_frames: int, split: str) -> Path:
+    """A DAVIS root in the official layout under ``root``: ``sequences`` cut to their first
+    ``n_frames`` (symlinks into the shared data), and a ``<split>.txt`` listing them."""
+    for seq in sequences:
+        for kind, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
+            folder = root / kind / "480p" / seq
+            folder.mkdir(parents=True)
+            for i in range(n_frames):
+                (folder / f"{i:05d}.{ext}").symlink_to(davis16 / kind / "480p" / seq / f"{i:05d}.{ext}")
+    (root / f"{split}.txt").write_text("".join(f"{seq}\n" for seq in sequences))
+    return root
+
+
 def load_frame(root: Path, seq: str, idx: int) -> np.ndarray:
     return np.asarray(Image.open(root / "JPEGImages" / "480p" / seq / f"{idx:05d}.jpg").convert("RGB"))
 

@@ -129,3 +129,23 @@ def left_by_killed_run(folder) -> None:
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, OWNER_FILE), "w") as f:
         json.dump({"pid": dead_pid(), "host": socket.gethostname()}, f)
+
+
+def colour_clip(folder, n: int = 6):
+    """``folder/frames/`` of ``n`` 60x40 PNG frames with object 1's colour square moving right
+    3 px a frame, and ``folder/mask.png``, its first-frame mask; returns both paths."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(folder)
+    frames = folder / "frames"
+    frames.mkdir()
+    for t in range(n):
+        frame = np.full((40, 60, 3), 30, np.uint8)
+        frame[10:22, 5 + 3 * t : 17 + 3 * t] = COLOURS[1]
+        Image.fromarray(frame).save(frames / f"{t:05d}.png")
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:22, 5:17] = 255
+    Image.fromarray(mask).save(folder / "mask.png")
+    return frames, folder / "mask.png"

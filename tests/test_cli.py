@@ -20,11 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samtrack import api
 from samtrack.cli import main
 from samtrack.palette import davis_palette
 
-from .conftest import REPO, load_gt
+from .conftest import REPO, ModelLoaded, load_gt
 
 SEQ = "bear"
 N_FRAMES = 20
@@ -198,21 +197,6 @@ def test_run_mp4_with_clicks(davis16: Path, mobilesam_checkpoint: Path, tmp_path
 
 
 # ---------------------------------------------------------------------- bad input
-class ModelLoaded(Exception):
-    """Raised by the patched model loader: the CLI got past its input checks."""
-
-
-@pytest.fixture
-def no_model(monkeypatch, tmp_path: Path) -> None:
-    """Make loading the model an error, and point the weights cache at an empty folder."""
-
-    def refuse(cls, *args, **kwargs):
-        raise ModelLoaded
-
-    monkeypatch.setattr(api.VideoPredictor, "from_config", classmethod(refuse))
-    monkeypatch.setenv("SAMTRACK_HOME", str(tmp_path / "empty-cache"))
-
-
 def _clicks(tmp_path: Path, name: str, obj: dict) -> Path:
     path = tmp_path / name
     path.write_text(json.dumps({"version": 1, "objects": [obj]}))
@@ -435,19 +419,10 @@ def test_real_entry_point_shows_no_traceback(case: str, tmp_path: Path) -> None:
 
 def test_bench_reports_stages_ratio_and_memory(tmp_path, monkeypatch, capsys):
     from samtrack.api import VideoPredictor
-    from PIL import Image
 
-    from .fakes import COLOURS, BlobSegmenter, ColourTracker
+    from .fakes import BlobSegmenter, ColourTracker, colour_clip
 
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for t in range(6):
-        frame = np.full((40, 60, 3), 30, np.uint8)
-        frame[10:22, 5 + 3 * t : 17 + 3 * t] = COLOURS[1]
-        Image.fromarray(frame).save(frames / f"{t:05d}.png")
-    mask = np.zeros((40, 60), np.uint8)
-    mask[10:22, 5:17] = 255
-    Image.fromarray(mask).save(tmp_path / "mask.png")
+    frames, _ = colour_clip(tmp_path)
     monkeypatch.setattr(VideoPredictor, "from_config",
                         classmethod(lambda cls, config, overrides=(), log=print: cls(config, BlobSegmenter(), ColourTracker())))
     assert main(["bench", str(frames), "--mask", str(tmp_path / "mask.png"), "--config", "fast"]) == 0

@@ -17,6 +17,7 @@ from samtrack.cli import main
 from samtrack.eval import runner
 from samtrack.eval.scoring import GLOBAL_COLUMNS, SEQUENCE_COLUMNS
 
+from .conftest import davis_slice
 from .fakes import left_by_killed_run
 
 SEQUENCES = ("bear", "boat")
@@ -36,15 +37,7 @@ def result_files(out: Path) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def davis_root(tmp_path_factory, davis16: Path) -> Path:
     """A DAVIS root in the official layout with SEQUENCES cut to N_FRAMES, and a split file."""
-    root = tmp_path_factory.mktemp("davis")
-    for seq in SEQUENCES:
-        for kind, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
-            folder = root / kind / "480p" / seq
-            folder.mkdir(parents=True)
-            for i in range(N_FRAMES):
-                (folder / f"{i:05d}.{ext}").symlink_to(davis16 / kind / "480p" / seq / f"{i:05d}.{ext}")
-    (root / f"{SPLIT}.txt").write_text("".join(f"{seq}\n" for seq in SEQUENCES))
-    return root
+    return davis_slice(tmp_path_factory.mktemp("davis"), davis16, SEQUENCES, N_FRAMES, SPLIT)
 
 
 def eval_args(root: Path, out: Path, checkpoint: Path, *extra: str) -> list[str]:

@@ -17,6 +17,8 @@ from samtrack.outputs import read_label_png
 from samtrack.pipeline import FrameResult
 from samtrack.video import VideoInfo
 
+from .fakes import colour_clip
+
 H, W, N, FPS = 48, 66, 6, 12.5  # even sides, a non-integer frame rate
 
 
@@ -198,19 +200,6 @@ def test_bad_formats_and_failures_leave_nothing(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- samtrack run / the API
-def _colour_clip(tmp_path: Path, n: int = 6) -> tuple[Path, Path]:
-    from .fakes import COLOURS
-
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for t in range(n):
-        frame = np.full((40, 60, 3), 30, np.uint8)
-        frame[10:22, 5 + 3 * t : 17 + 3 * t] = COLOURS[1]
-        Image.fromarray(frame).save(frames / f"{t:05d}.png")
-    mask = np.zeros((40, 60), np.uint8)
-    mask[10:22, 5:17] = 255
-    Image.fromarray(mask).save(tmp_path / "mask.png")
-    return frames, tmp_path / "mask.png"
 
 
 @pytest.fixture
@@ -226,7 +215,7 @@ def fake_models(monkeypatch):
 def test_run_export_writes_mattes_equal_to_masks(tmp_path: Path, fake_models) -> None:
     from samtrack.cli import main
 
-    frames, mask = _colour_clip(tmp_path)
+    frames, mask = colour_clip(tmp_path)
     out = tmp_path / "out"
     assert main(["run", str(frames), "--mask", str(mask), "--out", str(out), "--config", "fast", "--quiet",
                  "--export", "matte-ffv1,matte-png", "--export", "cutout-webm", "--no-overlay"]) == 0
@@ -246,7 +235,7 @@ def test_run_export_writes_mattes_equal_to_masks(tmp_path: Path, fake_models) ->
 def test_run_export_bad_format_is_one_line_before_the_model(tmp_path: Path, capsys) -> None:
     from samtrack.cli import main
 
-    frames, mask = _colour_clip(tmp_path)
+    frames, mask = colour_clip(tmp_path)
     code = main(["run", str(frames), "--mask", str(mask), "--out", str(tmp_path / "out"), "--export", "matte-gif"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "unknown export format 'matte-gif'" in err
@@ -257,7 +246,7 @@ def test_api_export(tmp_path: Path, fake_models) -> None:
     from samtrack.api import VideoPredictor
     from samtrack.config import load_config
 
-    frames, _ = _colour_clip(tmp_path)
+    frames, _ = colour_clip(tmp_path)
     predictor = VideoPredictor.from_config(load_config("fast"))
     state = predictor.init_state(frames)
     with pytest.raises(InputError, match="no objects"):

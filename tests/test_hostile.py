@@ -23,17 +23,16 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from samtrack import api
 from samtrack.api import VideoPredictor
 from samtrack.cli import main
 from samtrack.config import load_config
-from samtrack.errors import InputError, SamtrackError
-from samtrack.outputs import OWNER_FILE, StagedOutputDir, claim_folder
+from samtrack.errors import InputError
+from samtrack.outputs import OWNER_FILE, StagedOutputDir
 from samtrack.prompts import MAX_OBJECTS, MAX_POINTS_PER_PROMPT, MAX_PROMPTS_PER_OBJECT
 
+from .conftest import ModelLoaded, refuse_model
 from .fakes import BlobSegmenter, ColourTracker, left_by_killed_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,19 +105,6 @@ def deny(monkeypatch):
 
 
 # ---------------------------------------------------------------------- CLI harness
-class ModelLoaded(Exception):
-    """Raised by the patched model loader: the CLI got past its input checks."""
-
-
-@pytest.fixture
-def no_model(monkeypatch, tmp_path: Path) -> None:
-    def refuse(cls, *args, **kwargs):
-        raise ModelLoaded
-
-    monkeypatch.setattr(api.VideoPredictor, "from_config", classmethod(refuse))
-    monkeypatch.setenv("SAMTRACK_HOME", str(tmp_path / "empty-cache"))
-
-
 @pytest.fixture
 def private_tmp(tmp_path: Path, monkeypatch) -> Path:
     """The temp folder samtrack sees, empty at the start, to find any temp debris."""
@@ -419,9 +405,7 @@ def test_enough_cases() -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_cli_bad_input_is_one_clean_line(name: str, tmp_path: Path, deny: Denied, private_tmp: Path, monkeypatch, capfd) -> None:
     if name not in NEEDS_MODEL_STEP:
-        def refuse(cls, *args, **kwargs):
-            raise ModelLoaded
-        monkeypatch.setattr(api.VideoPredictor, "from_config", classmethod(refuse))
+        refuse_model(monkeypatch)
     monkeypatch.setenv("SAMTRACK_HOME", str(tmp_path / "empty-cache"))
     inputs = tmp_path / "inputs"
     inputs.mkdir()

@@ -23,6 +23,8 @@ import pytest
 from samtrack.cli import main
 from samtrack.eval import jobs, runner
 
+from .conftest import davis_slice
+
 SEQUENCES = ("bear", "boat", "bus")
 N_FRAMES = 4
 SPLIT = "three"
@@ -43,15 +45,7 @@ def time_limit():
 
 @pytest.fixture(scope="module")
 def davis_root(tmp_path_factory, davis16: Path) -> Path:
-    root = tmp_path_factory.mktemp("davis")
-    for seq in SEQUENCES:
-        for kind, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
-            folder = root / kind / "480p" / seq
-            folder.mkdir(parents=True)
-            for i in range(N_FRAMES):
-                (folder / f"{i:05d}.{ext}").symlink_to(davis16 / kind / "480p" / seq / f"{i:05d}.{ext}")
-    (root / f"{SPLIT}.txt").write_text("".join(f"{seq}\n" for seq in SEQUENCES))
-    return root
+    return davis_slice(tmp_path_factory.mktemp("davis"), davis16, SEQUENCES, N_FRAMES, SPLIT)
 
 
 def eval_args(root: Path, out: Path, checkpoint: Path, *extra: str, quiet: bool = True) -> list[str]:
