@@ -149,3 +149,32 @@ def test_unpadded_onnx_graphs_equal_our_torch_model_unpadded(davis16, mobilesam_
     UnpaddedGraphs(log=lambda message: pytest.fail(f"exported again: {message}"), source=mobilesam_torch_checkpoint).paths((128, 1024))
     assert (encoder.stat().st_mtime_ns, decoder.stat().st_mtime_ns) == stamp
 
+
+
+def test_cached_unpadded_graphs_run_without_importing_torch(davis16, mobilesam_checkpoint, mobilesam_torch_checkpoint,
+                                                            tmp_path) -> None:
+    """The first run of a frame size exports its graphs (PyTorch); later runs only load them,
+    so they never import PyTorch (190 MB resident)."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "cache"
+    home.mkdir()
+    (home / "mobilesam-onnx").symlink_to(mobilesam_checkpoint, target_is_directory=True)
+    (home / "mobilesam-torch").symlink_to(mobilesam_torch_checkpoint.parent, target_is_directory=True)
+    frame = tmp_path / "strip.png"
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(load_frame(davis16, "bear", 0)[150:257])).save(frame)  # a 1024x128 input
+    script = (
+        "import sys, numpy as np; from PIL import Image\n"
+        "from samtrack.config import SegmenterConfig; from samtrack.segmenters import build_segmenter\n"
+        "segmenter = build_segmenter(SegmenterConfig(), log=lambda m: None)\n"
+        f"embedding = segmenter.encode(np.asarray(Image.open({str(frame)!r})))\n"
+        "assert embedding.features.shape == (1, 256, 8, 64), embedding.features.shape\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "SAMTRACK_HOME": str(home)}
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr[-2000:] for r in runs]
+    assert [r.stdout.split() for r in runs] == [["True"], ["False"]]

@@ -50,17 +50,19 @@ class UnpaddedGraphs:
 
     def _source_checkpoint(self) -> Path:
         if self._source is None:
-            try:
-                from .sam.build import cached_checkpoint
-            except ImportError:
-                raise WeightsError("encoding unpadded frames with mobilesam-onnx needs a one-time export of the "
-                                   "encoder per frame size, which needs PyTorch: pip install 'samtrack[torch]'") from None
-            self._source = cached_checkpoint(SOURCE, log=self.log)
+            # Through the weights registry, not the torch model's: with the graphs cached, a run
+            # never imports PyTorch (+190 MB resident).
+            (file,) = weights.get_spec(SOURCE).files
+            self._source = weights.resolve(SOURCE, None, log=self.log) / file.name
         return self._source
 
     def _export(self, source: Path, folder: Path, input_size: tuple[int, int]) -> None:
-        from .sam.build import build_sam
-        from .sam.export import export_decoder, export_encoder
+        try:
+            from .sam.build import build_sam
+            from .sam.export import export_decoder, export_encoder
+        except ImportError:
+            raise WeightsError("encoding unpadded frames with mobilesam-onnx needs a one-time export of the "
+                               "encoder per frame size, which needs PyTorch: pip install 'samtrack[torch]'") from None
 
         h, w = input_size
         self.log(f"exporting the MobileSAM ONNX encoder for {w}x{h} inputs (once per frame size) into {folder.parent}")
