@@ -32,12 +32,27 @@ def torch_installed() -> bool:
 
 
 def cuda_available() -> bool:
-    """Whether torch is installed and sees a CUDA device (False without torch)."""
-    try:
-        import torch
-    except ImportError:
+    """Whether torch is installed and sees a CUDA device (False without torch).
+
+    Without an NVIDIA driver the answer is no, and importing torch to hear it would cost 190 MB
+    resident for the rest of the run (e.g. the default preset's choice on a CPU machine).
+    """
+    if not torch_installed() or not nvidia_driver_present():
         return False
+    import torch
+
     return torch.cuda.is_available()
+
+
+def nvidia_driver_present() -> bool:
+    """Whether this machine has an NVIDIA driver that CUDA could use: its device node or proc
+    entry (Linux), WSL's GPU device, or the driver library on the loader's path (elsewhere)."""
+    import ctypes.util
+    import os
+
+    if any(os.path.exists(p) for p in ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg")):
+        return True
+    return any(ctypes.util.find_library(name) for name in ("cuda", "nvcuda"))
 
 
 def pick_device(requested: str, key: str = "device") -> str:

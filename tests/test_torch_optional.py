@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Runs the CLI with `import torch` failing, as on an install without the torch extra.
@@ -72,3 +74,20 @@ def test_learned_tracker_without_torch_is_one_line(tmp_path: Path) -> None:
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and "cotracker3 trackers need PyTorch" in lines[0], proc.stderr
     assert not out.exists()
+
+
+def test_default_preset_choice_imports_torch_only_where_a_gpu_could_be(tmp_path: Path) -> None:
+    """The default preset depends on whether PyTorch sees CUDA; without an NVIDIA driver that is
+    known without importing torch (190 MB resident for the rest of the run)."""
+    from samtrack.torch_models import nvidia_driver_present, torch_installed
+
+    if not torch_installed():
+        pytest.skip("needs the torch extra installed, to show it stays unimported")
+    code = ("import sys; from samtrack.config import default_preset; "
+            "print(default_preset()[0], 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    preset, imported = proc.stdout.split()
+    assert imported == str(nvidia_driver_present())
+    if imported == "False":
+        assert preset == "samtrack"
