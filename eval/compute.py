@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,16 +45,38 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> tuple[float, str]:
 
 def onnx_macs(path: str | Path) -> float | None:
     """Multiply-accumulates of one run of an ONNX graph with static input shapes; None when a
-    counted layer's shape stays symbolic after inference (a traced export's computed reshapes),
-    since a guess would misreport the rate.
+    counted layer's shape stays symbolic after inference, even with the graph's constants folded
+    (the traced unpadded exports need the folding), since a guess would misreport the rate.
 
     Raises:
         ImportError: the ``onnx`` package (in the ``samtrack[torch]`` extra) is missing.
     """
     import onnx
+
+    macs = _count_macs(_with_shapes(onnx.load(str(path))))
+    if macs is None:
+        with tempfile.TemporaryDirectory(prefix="samtrack-macs-") as folder:
+            folded = Path(folder) / "folded.onnx"
+            _fold_constants(path, folded)
+            macs = _count_macs(_with_shapes(onnx.load(str(folded))))
+    return macs
+
+
+def _fold_constants(path: str | Path, out: Path) -> None:
+    """Write to ``out`` the graph as onnxruntime's basic optimiser leaves it: a traced export
+    computes its reshape targets from ``Shape`` nodes, which shape inference cannot follow
+    through the arithmetic, while constant folding turns them into numbers for static inputs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(out)
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _count_macs(model) -> float | None:
     from onnx import numpy_helper
 
-    model = _with_shapes(onnx.load(str(path)))
     graph = model.graph
     shapes: dict[str, list[int]] = {}
     for value in list(graph.value_info) + list(graph.input) + list(graph.output):

@@ -56,3 +56,17 @@ def test_matmul_probe_and_encoder_line() -> None:
     line = compute.encoder_line(38.8e9, 250.0, 2 * 155.2)
     assert line == "encoder: 38.8 GMAC/frame in 250 ms = 155 GMAC/s (310 GFLOP/s), 1.00 of the fp32 matmul peak"
     assert "not counted" in compute.encoder_line(None, 250.0, peak)
+
+
+def test_unpadded_export_is_counted_once_its_constants_fold(tmp_path: Path) -> None:
+    # A traced export computes its reshape targets; the count folds them and must equal the
+    # flop counter's on the same model and input size.
+    torch = pytest.importorskip("torch")
+    from samtrack.segmenters.sam.build import build_mobilesam
+    from samtrack.segmenters.sam.export import export_encoder
+
+    model = build_mobilesam().eval()
+    export_encoder(model, tmp_path / "encoder.onnx", (128, 1024))
+    with torch.inference_mode():
+        from_torch = compute.torch_macs(lambda: model.image_encoder(torch.zeros(1, 3, 128, 1024)))
+    assert compute.onnx_macs(tmp_path / "encoder.onnx") == pytest.approx(from_torch, rel=1e-9)
