@@ -9,6 +9,9 @@ from typing import Callable, Mapping, Sequence
 
 import yaml
 
+from .background import InOrderWorker
+from .errors import SamtrackError
+from .fileio import os_errors
 from .outputs import TracksRecorder, write_label_png
 
 
@@ -53,18 +56,18 @@ def write_results(predictor, state, names: Mapping[int, str | None], folder: Pat
     with ExitStack() as stack:
         overlay = stack.enter_context(_overlay_writer(folder / "overlay.mp4", info.fps, config)) if config.output.overlay else None
         exporter = stack.enter_context(_exporter(folder, list(formats), info, names, config, feather)) if formats else None
+        # Entered last, so it finishes (or drops) its writes before the writers above close.
+        writer = stack.enter_context(InOrderWorker())
         for result in predictor.segment_video(state):
+            # "io" is the time the pipeline waits for the writer (a full queue), not the writing.
             with predictor.timings.measure("io"):
-                write_label_png(folder / "masks" / f"{result.frame_index:05d}.png", result.label_map)
                 if recorder is not None:
                     recorder.add(result)
                 if instances is not None:
                     instances.add(result)
-                if overlay is not None:
-                    overlay.write(state.reader.read(result.frame_index), result.label_map, _drawings(result))
-                if exporter is not None:
-                    frame = state.reader.read(result.frame_index) if exporter.needs_frames else None
-                    exporter.add(result.frame_index, frame, result.label_map)
+                # Frames are read here, not on the writer's thread: the reader is the pipeline's.
+                frame = state.reader.read(result.frame_index) if overlay or (exporter and exporter.needs_frames) else None
+                writer.submit(_write_frame, folder, result, frame, overlay, exporter)
             tick()
     # overlay.mp4 and the exports are finished (the stack closed) before the folder is committed.
     if recorder is not None:
@@ -73,6 +76,16 @@ def write_results(predictor, state, names: Mapping[int, str | None], folder: Pat
         instances.write(folder / "instances.json", recorder.video if recorder else {"path": str(info.path)})
     (folder / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     return len(state.frame_indices)
+
+
+def _write_frame(folder: Path, result, frame, overlay, exporter) -> None:
+    # A full disk or a lost mount is not a usage error, but it still gets one line, not a traceback.
+    with os_errors(folder, SamtrackError, doing=f"cannot write the results of frame {result.frame_index}"):
+        write_label_png(folder / "masks" / f"{result.frame_index:05d}.png", result.label_map)
+        if overlay is not None:
+            overlay.write(frame, result.label_map, _drawings(result))
+        if exporter is not None:
+            exporter.add(result.frame_index, frame if exporter.needs_frames else None, result.label_map)
 
 
 def _overlay_writer(path: Path, fps: float, config):

@@ -431,3 +431,29 @@ def test_bench_reports_stages_ratio_and_memory(tmp_path, monkeypatch, capsys):
     assert "encoder" in out and "decoder" in out and "tracker" in out and "peak RSS" in out
     assert "x encoder" in out
     assert "machine: " in out and "GFLOP/s" in out and "segmenter: blob" in out
+
+
+def test_a_full_disk_while_writing_is_one_line_and_leaves_no_results(mobilesam_checkpoint: Path, tmp_path: Path,
+                                                                      capsys, monkeypatch) -> None:
+    # Writes run on the writer thread; its failure must reach the command as one line, stop
+    # the run, and leave neither --out nor a staging folder.
+    import errno
+
+    from samtrack import results
+
+    real, written = results.write_label_png, []
+
+    def fill_up(path, label_map) -> None:
+        if len(written) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, label_map)
+        written.append(path)
+
+    monkeypatch.setattr(results, "write_label_png", fill_up)
+    out = tmp_path / "out"
+    code = main(["run", str(BEAR_MP4), "--points", str(CLICKS), "--out", str(out), "--config", "fast",
+                 "--checkpoint", str(mobilesam_checkpoint), "--max-frames", "8", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "cannot write the results of frame 3" in err and "no space" in err.lower(), err
+    assert len(written) == 3 and list(tmp_path.iterdir()) == []
