@@ -30,7 +30,7 @@ from .prompts import FramePrompt, ObjectPrompts, validate_prompts
 from .segmenters import Segmenter, build_segmenter
 from .timing import Timings
 from .trackers import PointTracker, build_tracker
-from .video import VideoReader, open_video, select_frames
+from .video import ReadAhead, VideoReader, open_video, select_frames
 
 
 @dataclass
@@ -46,7 +46,8 @@ class InferenceState:
     def open(cls, video: str | Path | VideoReader, video_config: VideoConfig) -> "InferenceState":
         """Open a video file or frame folder and select frames by ``video_config``."""
         if isinstance(video, (str, os.PathLike)):
-            reader = open_video(video)
+            # Propagation reads frames in order: the next one decodes while this one is segmented.
+            reader = ReadAhead(open_video(video))
         elif all(hasattr(video, attr) for attr in ("read", "info", "__len__")):
             reader = video
         else:

@@ -20,10 +20,10 @@ def open_state(video: str | Path, config):
     keeps the frames the overlay needs: it draws frames the pipeline has just read, a tracking
     window at a time, so they are kept rather than decoded (and seeked back to) twice."""
     from .api import InferenceState
-    from .video import RecentFrames, open_video
+    from .video import ReadAhead, RecentFrames, open_video
 
     size = config.tracking_window + config.tracker.lookback + 1
-    return InferenceState.open(RecentFrames(open_video(video), size=size), config.video)
+    return InferenceState.open(RecentFrames(ReadAhead(open_video(video)), size=size), config.video)
 
 
 def write_results(predictor, state, names: Mapping[int, str | None], folder: Path,

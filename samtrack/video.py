@@ -12,6 +12,7 @@ import re
 import stat
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,6 +358,53 @@ class RecentFrames:
 
     def close(self) -> None:
         self._recent.clear()
+        self.reader.close()
+
+
+class ReadAhead:
+    """A :class:`VideoReader` over another one that decodes the next frame on a thread of its own
+    while the caller works on the current one.
+
+    The next frame is guessed from the last two reads, as an operating system reads ahead in a
+    file: the same step again (forward, backward, a stride). A wrong guess costs one decode on a
+    core that was idle, never a wrong frame. Every read of the wrapped reader runs on that one
+    thread, so readers that must not be used from two threads at once (PyAV, decord) are safe.
+    A frame that cannot be decoded fails when it is asked for, not when it was guessed.
+    """
+
+    def __init__(self, reader: VideoReader) -> None:
+        self.reader = reader
+        self.info = reader.info
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samtrack-reader")
+        self._guess: tuple[int, Future] | None = None
+        self._last: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def read(self, index: int) -> np.ndarray:
+        _check_index(index, len(self.reader))
+        guessed = self._guess
+        self._guess = None
+        if guessed is not None and guessed[0] == index:
+            future = guessed[1]
+        else:
+            if guessed is not None:
+                guessed[1].cancel()  # not started yet: dropped; running: its frame is discarded
+            future = self._thread.submit(self.reader.read, index)
+        frame = future.result()
+        step = index - self._last if self._last is not None and self._last != index else 1
+        self._last = index
+        after = index + step
+        if 0 <= after < len(self.reader):
+            self._guess = (after, self._thread.submit(self.reader.read, after))
+        return frame
+
+    def close(self) -> None:
+        if self._guess is not None:
+            self._guess[1].cancel()
+            self._guess = None
+        self._thread.shutdown(wait=True)  # the reader may be mid-decode on that thread
         self.reader.close()
 
 

@@ -479,3 +479,71 @@ def test_recent_frames_decodes_a_frame_read_twice_in_a_row_once():
     assert len(reader) == 5 and reader.info is inner.info
     with pytest.raises(ValueError):
         reader.read(2)[0, 0, 0] = 9  # shared with every caller, so read-only
+
+
+class _LoggedVideo:
+    """Frames 0..n-1 filled with their index; logs each decode and the thread it ran on."""
+
+    def __init__(self, n: int, corrupt: int | None = None) -> None:
+        from .fakes import ArrayVideo
+
+        self.inner = ArrayVideo([np.full((4, 6, 3), i, np.uint8) for i in range(n)])
+        self.info = self.inner.info
+        self.decoded: list[int] = []
+        self.threads: set[str] = set()
+        self.corrupt = corrupt
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def read(self, index: int) -> np.ndarray:
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        self.decoded.append(index)
+        if index == self.corrupt:
+            from samtrack.errors import InputError
+
+            raise InputError(f"frame {index} is corrupt")
+        return self.inner.read(index).copy()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("order", [list(range(10)), list(range(9, -1, -1)), list(range(0, 10, 3)), [0, 5, 2, 7, 7, 1]])
+def test_read_ahead_gives_each_frame_and_guesses_the_next(order: list[int]) -> None:
+    import threading
+
+    from samtrack.video import ReadAhead
+
+    inner = _LoggedVideo(10)
+    reader = ReadAhead(inner)
+    for i in order:
+        assert np.array_equal(reader.read(i), np.full((4, 6, 3), i, np.uint8))
+    assert len(reader) == 10 and reader.info is inner.info
+    reader.close()
+    assert inner.closed and inner.threads and threading.current_thread().name not in inner.threads
+    steps = [b - a for a, b in zip(order, order[1:])]
+    if len(set(steps)) == 1:
+        # A steady walk decodes each frame once; the only waste is the first guess (a step of 1)
+        # and the guess past the end.
+        extra = list(inner.decoded)
+        for i in order:
+            extra.remove(i)
+        assert len(extra) <= 2 and not set(extra) & set(order)
+
+
+def test_read_ahead_fails_on_the_bad_frame_only_when_it_is_asked_for() -> None:
+    from samtrack.errors import InputError
+    from samtrack.video import ReadAhead
+
+    reader = ReadAhead(_LoggedVideo(6, corrupt=3))
+    assert reader.read(2)[0, 0, 0] == 2  # frame 3, guessed next, fails in the background
+    assert reader.read(0)[0, 0, 0] == 0  # a jump elsewhere is unaffected by it
+    with pytest.raises(InputError, match="frame 3 is corrupt"):
+        reader.read(3)
+    with pytest.raises(IndexError):
+        reader.read(6)
+    reader.close()
