@@ -6,7 +6,7 @@ loaded strictly (a missing, unexpected or mis-shaped tensor is an error naming i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping
@@ -81,12 +81,18 @@ def build_mobilesam() -> Sam:
     return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16))
 
 
-def build_efficientvit_sam(variant: str) -> Sam:
+def build_efficientvit_sam(variant: str, depths: tuple[int, ...] | None = None, neck_depth: int | None = None) -> Sam:
     """EfficientViT-SAM ``l0``, ``l1``, ``l2``, ``xl0`` or ``xl1`` (mit-han-lab/efficientvit):
     an EfficientViT encoder with SAM's prompt encoder and mask decoder, every norm's eps 1e-6
     (the reference's ``set_norm_eps``; in SAM's decoder that changes its transformer's
-    LayerNorms, whose default is 1e-5)."""
-    encoder = EfficientViTSamImageEncoder(EFFICIENTVIT_CONFIGS[variant])
+    LayerNorms, whose default is 1e-5). ``depths``/``neck_depth`` override the released
+    configuration's (reduced-depth models for the golden tests)."""
+    config = EFFICIENTVIT_CONFIGS[variant]
+    if depths is not None:
+        config = replace(config, backbone=replace(config.backbone, depths=tuple(depths)))
+    if neck_depth is not None:
+        config = replace(config, neck_depth=neck_depth)
+    encoder = EfficientViTSamImageEncoder(config)
     return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16, norm_eps=1e-6))
 
 
