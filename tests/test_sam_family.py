@@ -260,3 +260,38 @@ def test_run_end_to_end_with_random_weights(monkeypatch, tmp_path, name: str) ->
 @pytest.mark.parametrize("name", [n for n in FAMILY_NAMES if n not in ("efficientvit-sam-l0", "efficientsam-vitt")])
 def test_run_end_to_end_with_random_weights_larger_models(monkeypatch, tmp_path, name: str) -> None:
     _random_weights_run(monkeypatch, tmp_path, name)
+
+
+def test_pin_on_first_download_checks_the_announced_sha256(tmp_path, monkeypatch) -> None:
+    """An EfficientViT-SAM-shaped entry (no published hash): the first download is checked against
+    the sha256 Hugging Face announces and pinned; a changed file is refused afterwards. Never
+    touches the network."""
+    import hashlib
+    import io
+    import json
+    from email.message import Message
+
+    from samtrack import weights
+
+    monkeypatch.setenv("SAMTRACK_HOME", str(tmp_path / "cache"))
+    real = weights.get_spec("efficientvit-sam-l0")
+    spec = weights.ModelSpec(name="fake-evit", description="test", licence=real.licence, source=real.source,
+                             files=real.files)
+    monkeypatch.setitem(weights.REGISTRY, spec.name, spec)
+    body = b"an EfficientViT-SAM-shaped checkpoint" * 1000
+
+    def hub(announced: str):
+        message = Message()
+        message["X-Linked-Etag"] = f'"{announced}"'
+        return lambda url, timeout: (io.BytesIO(body), [(url, message)])
+
+    monkeypatch.setattr(weights, "_urlopen", hub("0" * 64))
+    with pytest.raises(WeightsError, match="does not match the sha256 its server announced"):
+        weights.fetch("fake-evit", log=lambda _: None)
+    monkeypatch.setattr(weights, "_urlopen", hub(hashlib.sha256(body).hexdigest()))
+    directory = weights.fetch("fake-evit", log=lambda _: None)
+    record = json.loads((directory / ".verified.json").read_text())["efficientvit_sam_l0.pt"]
+    assert record["sha256"] == hashlib.sha256(body).hexdigest() and record["pinned"] == "first download"
+    (directory / "efficientvit_sam_l0.pt").write_bytes(body[:-1] + b"!")
+    with pytest.raises(WeightsError, match="corrupt .sha256 differs from the one pinned at first download"):
+        weights.cached_path("fake-evit")

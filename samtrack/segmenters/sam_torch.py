@@ -4,7 +4,9 @@ the square).
 
 Pre- and post-processing are the ONNX plugin's (:mod:`.transforms`), and a single decode picks
 its mask as SAM's ONNX export does, so ``mobilesam`` and ``mobilesam-onnx`` give the same masks
-from the same weights.
+from the same weights. Each registered model's :class:`~.transforms.InputSpec` says how it takes
+frames and prompts (EfficientViT-SAM's 512 input, EfficientSAM's stretched square and 6-token
+prompts).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ class SamTorch:
 
     Args:
         model: a :class:`~samtrack.segmenters.sam.modeling.Sam` with its weights loaded.
-        name: the segmenter's name (``mobilesam``).
+        name: the segmenter's name (``mobilesam``, ``efficientvit-sam-l0``, ...).
         device: ``cpu``, ``cuda`` or ``mps``.
         unpadded: encode frames padded only to multiples of 16, not to the square.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast (CUDA only).

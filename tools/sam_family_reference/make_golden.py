@@ -5,8 +5,8 @@
                               random weights, image and prompts: max abs differences per model
 
 The official repositories are never committed: their paths come from EFFICIENTVIT_REPO,
-SEGMENT_ANYTHING_REPO and EFFICIENTSAM_REPO, and ``shims/`` (outside the repository, see the
-README) stands in for torchvision.
+SEGMENT_ANYTHING_REPO and EFFICIENTSAM_REPO. torchvision (which cannot be installed beside this
+torch) and EfficientViT's Triton kernel module are stood in for by :func:`install_shims`.
 """
 from __future__ import annotations
 
@@ -29,6 +29,60 @@ import sam_family_golden as g  # noqa: E402
 
 
 # -- the official code ----------------------------------------------------------------------------
+
+
+def install_shims() -> None:
+    """Stand-ins for the torchvision names the official modules import (unless torchvision is
+    installed): EfficientViT-SAM builds its preprocessing from Compose, ToTensor, Normalize and
+    functional.resize / to_pil_image, implemented here with torchvision's semantics for uint8
+    HWC arrays and PIL images (PIL's bilinear filter); segment_anything imports the NMS ops at
+    load time, which nothing here calls."""
+    try:
+        import torchvision  # noqa: F401
+        return
+    except ImportError:
+        pass
+    from PIL import Image
+
+    def module(name: str, **attrs) -> types.ModuleType:
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        if name.count(".") < 2:  # packages: torchvision, torchvision.transforms, torchvision.ops
+            m.__path__ = []
+        sys.modules[name] = m
+        return m
+
+    class Compose:
+        def __init__(self, transforms):
+            self.transforms = transforms
+
+        def __call__(self, x):
+            for t in self.transforms:
+                x = t(x)
+            return x
+
+    class ToTensor:  # HWC uint8 -> CHW float32 in [0, 1]
+        def __call__(self, pic):
+            a = np.ascontiguousarray(np.asarray(pic))
+            return torch.from_numpy(a).permute(2, 0, 1).float().div(255)
+
+    class Normalize:
+        def __init__(self, mean, std):
+            self.mean, self.std = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
+
+        def __call__(self, t):
+            return (t - self.mean) / self.std
+
+    def not_called(*args, **kwargs):
+        raise NotImplementedError("torchvision shim: not used by the golden fixtures")
+
+    functional = module("torchvision.transforms.functional", to_pil_image=Image.fromarray,
+                        resize=lambda img, size: img.resize((size[1], size[0]), Image.BILINEAR))
+    transforms = module("torchvision.transforms", Compose=Compose, ToTensor=ToTensor, Normalize=Normalize,
+                        functional=functional)
+    boxes = module("torchvision.ops.boxes", batched_nms=not_called, box_area=not_called)
+    ops = module("torchvision.ops", boxes=boxes)
+    module("torchvision", transforms=transforms, ops=ops)
 
 
 def _stub_package(name: str, path: Path) -> types.ModuleType:
@@ -282,6 +336,7 @@ def main() -> None:
     parser.add_argument("command", choices=("fixtures", "compare"))
     parser.add_argument("names", nargs="*")
     args = parser.parse_args()
+    install_shims()
     torch.set_grad_enabled(False)
     (cmd_fixtures if args.command == "fixtures" else cmd_compare)(args.names)
 
