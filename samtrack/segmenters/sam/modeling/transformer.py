@@ -12,13 +12,14 @@ attention output, and its later layers take the values without the encoding).
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from typing import Literal
-
 from .common import MLPBlock, StackedMLP
 
+# Which model's decoder layout and arithmetic (``sam``: SAM's, MobileSAM's, EfficientViT-SAM's).
 Variant = Literal["sam", "efficientsam"]
 
 
