@@ -105,7 +105,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="weights to use instead of the cache: a folder with encoder.onnx and sam.onnx "
                                         "(mobilesam-onnx), or a state_dict file such as mobile_sam.pt (mobilesam)")
     p.add_argument("--segmenter", choices=get_args(SegmenterName),
-                   help="mobilesam-onnx (ONNX on OpenVINO or onnxruntime, the default) or mobilesam (PyTorch: pip install 'samtrack[torch]')")
+                   help="mobilesam-onnx (ONNX on OpenVINO or onnxruntime, the default), mobilesam or another SAM of the "
+                        "lightweight family (PyTorch: pip install 'samtrack[torch]'; see the README)")
     p.add_argument("--device", choices=get_args(Device), help="PyTorch segmenters: where to run [auto: cuda, mps, else cpu]")
     p.add_argument("--tracker", choices=("auto", "lk", *LEARNED),
                    help="point tracker [auto: cotracker3 where PyTorch sees a CUDA device, else lk]; cotracker3 and "
@@ -286,7 +287,10 @@ def _bench(args: argparse.Namespace) -> int:
     info = state.reader.info
     print(f"{n} frames, {len(objects)} object(s), {n / elapsed:.2f} fps, peak RSS {memory.peak_mb:.0f} MB")
     print(f"  machine: {compute.cpu_count()} CPU cores, fp32 matmul peak {peak:.0f} GFLOP/s ({peak_by}, 2048x2048)")
-    print(f"  segmenter: {segmenter.name} on {runs_on}, encoder input {16 * grid[1]}x{16 * grid[0]} "
+    inputs = getattr(segmenter, "inputs", None)  # a PyTorch SAM's own input size (EfficientViT-SAM L: 512)
+    side = (f"{inputs.encoder_size}x{inputs.encoder_size}" if inputs is not None and not segmenter.unpadded
+            else f"{16 * grid[1]}x{16 * grid[0]}")
+    print(f"  segmenter: {segmenter.name} on {runs_on}, encoder input {side} "
           f"for {info.width}x{info.height} frames")
     for stage, ms in stages.items():
         print(f"  {stage:10s} {ms:8.1f} ms/frame")

@@ -21,7 +21,12 @@ from .errors import ConfigError, one_line, show, show_path
 from .fileio import read_input_text
 
 PointMethod = Literal["random", "kmedoids", "shi-tomasi", "mixed"]
-SegmenterName = Literal["mobilesam-onnx", "mobilesam"]
+SegmenterName = Literal[
+    "mobilesam-onnx", "mobilesam",
+    # EfficientViT-SAM and EfficientSAM (PyTorch; samtrack/segmenters/sam/build.py REGISTRY).
+    "efficientvit-sam-l0", "efficientvit-sam-l1", "efficientvit-sam-l2", "efficientvit-sam-xl0", "efficientvit-sam-xl1",
+    "efficientsam-vitt", "efficientsam-vits",
+]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "fp16", "bf16"]
 MultimaskChoice = Literal["off", "best_iou", "consistent"]
@@ -137,7 +142,8 @@ class TrackerConfig:
 
 @dataclass
 class SegmenterConfig:
-    # mobilesam-onnx: the ONNX pair on onnxruntime; mobilesam: our PyTorch model.
+    # mobilesam-onnx: the ONNX pair on onnxruntime; mobilesam: our PyTorch model; the other
+    # names: other lightweight SAMs in PyTorch (README, "The lightweight SAM family").
     name: SegmenterName = "mobilesam-onnx"
     # A directory (ONNX) or state_dict file (PyTorch) with the weights; None = the weights
     # cache (fetched on first use).

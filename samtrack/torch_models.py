@@ -81,19 +81,42 @@ def checkpoint_choice(given: str | None, cached: Callable[[], Path], cached_name
 
 def read_state_dict(path: str | Path) -> Mapping[str, Any]:
     """A state_dict file's tensors, loaded with ``weights_only=True`` (a checkpoint cannot run
-    code); a ``{"model": state_dict}`` wrapper is unwrapped."""
+    code); a ``{"model": state_dict}`` or ``{"state_dict": state_dict}`` wrapper is unwrapped,
+    and a zip archive holding one ``.pt`` file (EfficientSAM ViT-S's release) is read from it."""
     torch = require_torch()
     path = Path(path)
     check_readable(path, WeightsError)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        inner = _zipped_checkpoint(path)
+        if inner is not None:
+            state = torch.load(inner, map_location="cpu", weights_only=True)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises pickle, zip and its own errors for a bad file
         raise WeightsError(f"not a loadable PyTorch checkpoint ({' '.join(str(exc).split())[:200]})", path) from None
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
+    for wrapper in ("model", "state_dict"):
+        if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
+            state = state[wrapper]
     if not isinstance(state, Mapping):
         raise WeightsError("checkpoint is not a state_dict", path)
     return state
+
+
+def _zipped_checkpoint(path: Path):
+    """The one ``.pt`` member of a plain zip archive, as a file object; None for anything else.
+
+    A checkpoint written by ``torch.save`` is itself a zip, but of a ``data.pkl`` and tensor
+    records, never of a ``.pt`` file."""
+    import io
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if not n.endswith("/") and not n.startswith("__MACOSX")]
+        if len(names) != 1 or not names[0].endswith((".pt", ".pth")):
+            return None
+        return io.BytesIO(archive.read(names[0]))
 
 
 def load_state_dict(model: Any, state: Mapping[str, Any], origin: str = "state_dict", what: str | None = None) -> None:

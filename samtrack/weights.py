@@ -18,6 +18,11 @@ Three kinds of verification:
   whose tree publishes ``sha1(b"blob %d\\0" % size + content)`` but no sha256): the download is
   verified by that id, and its sha256 and size are pinned in the stamp on the first successful
   download and used by every later check;
+- the registry knows no hash at all (a file published without one, e.g. on Hugging Face where
+  this machine could not read its LFS pointer): ``pin_note`` says so, the download is checked
+  against the sha256 the server announces (Hugging Face's ``X-Linked-Etag``) when it announces
+  one, and its sha256 and size are pinned in the stamp on the first download (trust on first
+  use), every later check using them;
 - a derived model (``mobilesam-torch``, converted from ``mobilesam-onnx``): its bytes depend on
   the converter and on torch's serialization, so no registry hash can describe them; the stamp
   written at conversion time records their sha256 (and what they were converted from), and later
@@ -74,6 +79,7 @@ class WeightFile:
         member: path of the file inside the npm package tarball (npm-sourced models).
         url: where to download the file from (URL-sourced models).
         git_blob_sha1: the file's git blob id, as its repository's tree publishes it.
+        pin_note: set when no hash is known: why, and that the first download pins the sha256.
     """
 
     name: str
@@ -82,6 +88,7 @@ class WeightFile:
     member: str | None = None
     url: str | None = None
     git_blob_sha1: str | None = None
+    pin_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ class ModelSpec:
                 continue
             if (self.npm is not None and wf.member is None) or (self.npm is None and wf.url is None):
                 raise ValueError(f"{self.name}/{wf.name}: needs a tarball member (npm) or a url")
-            if wf.sha256 is None and wf.git_blob_sha1 is None:
+            if wf.sha256 is None and wf.git_blob_sha1 is None and wf.pin_note is None:
                 raise ValueError(f"{self.name}/{wf.name}: needs a sha256 or a git blob id to be verified by")
 
     @property
@@ -175,6 +182,49 @@ _COTRACKER3 = (
     (
         "cotracker3-online-kubric", "online", "trained on Kubric only (baseline)", "baseline_online.pth",
         101_694_458, "8b30b2f239de9987323b729d9115cc5163720a07348a97d045095cd9ebdb7b3a",
+    ),
+)
+
+
+# EfficientViT-SAM (https://github.com/mit-han-lab/efficientvit, Apache-2.0): the checkpoints its
+# README links, in the Hugging Face repository mit-han-lab/efficientvit-sam. Their sizes and
+# sha256s could not be read from this machine (no access to Hugging Face), so each is pinned on
+# its first download, checked against the sha256 Hugging Face announces for it (X-Linked-Etag).
+_HF_PIN = ("no sha256 is published where this machine could read it; the download is checked against the sha256 "
+           "Hugging Face announces and pinned then")
+_EFFICIENTVIT_SAM = (("l0", "34.8M"), ("l1", "47.7M"), ("l2", "61.3M"), ("xl0", "117.0M"), ("xl1", "203.3M"))
+# EfficientSAM (https://github.com/yformer/EfficientSAM, Apache-2.0): checkpoints committed to its
+# repository (weights/, plain git blobs, no LFS). The mirror of the repository lists their blob
+# ids (commit d525f62, its tip) but lacks their bytes, so the blob id verifies the download and
+# the sha256 and size are pinned then. ViT-S is published zipped (efficient_sam_vits.pt.zip,
+# one member efficient_sam_vits.pt); torch_models.read_state_dict reads it from the zip.
+_EFFICIENTSAM_COMMIT = "d525f622e6f640acf5a0fc37c7ca1f243da5bde0"
+_SAM_FAMILY = (
+    *(
+        ModelSpec(
+            name=f"efficientvit-sam-{v}",
+            description=f"EfficientViT-SAM-{v.upper()} official checkpoint ({params} parameters, "
+                        f"{'512' if v.startswith('l') else '1024'} input)",
+            licence="Apache-2.0",
+            source="https://github.com/mit-han-lab/efficientvit (applications/efficientvit_sam)",
+            files=(WeightFile(f"efficientvit_sam_{v}.pt", size=None, sha256=None, pin_note=_HF_PIN,
+                              url=f"https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/efficientvit_sam_{v}.pt"),),
+        )
+        for v, params in _EFFICIENTVIT_SAM
+    ),
+    *(
+        ModelSpec(
+            name=f"efficientsam-{v}",
+            description=f"EfficientSAM {label} official checkpoint ({params} parameters, 1024 input)",
+            licence="Apache-2.0",
+            source="https://github.com/yformer/EfficientSAM",
+            files=(WeightFile(file, size=None, sha256=None, git_blob_sha1=blob,
+                              url=f"https://raw.githubusercontent.com/yformer/EfficientSAM/{_EFFICIENTSAM_COMMIT}/weights/{file}"),),
+        )
+        for v, label, params, file, blob in (
+            ("vitt", "ViT-T", "10.2M", "efficient_sam_vitt.pt", "af883c49e33c68f01107be52df0ecad26a48355f"),
+            ("vits", "ViT-S", "26.4M", "efficient_sam_vits.pt.zip", "fa4e9f05f753e109dbde052f97d37903b833cf53"),
+        )
     ),
 )
 
@@ -238,6 +288,7 @@ REGISTRY: dict[str, ModelSpec] = {
             files=(WeightFile("mobilesam_torch.pt", size=None, sha256=None),),
             derived_from="mobilesam-onnx",
         ),
+        *_SAM_FAMILY,
         *(
             ModelSpec(
                 name=name,
@@ -330,6 +381,10 @@ def _verify_cached(spec: ModelSpec, wf: WeightFile, path: Path, st: os.stat_resu
         if _git_blob_sha1(path) != wf.git_blob_sha1:
             raise WeightsError(f"{path} is corrupt (git blob id mismatch); {spec.how_to_fetch} to replace it")
         return {**stat, "sha256": _sha256_file(path), "pinned": "first download", "git_blob_sha1": wf.git_blob_sha1}
+    if wf.pin_note is not None:
+        # No published hash: the file entered the cache through fetch or import just now (a new
+        # file's record is dropped on install), so its sha256 is pinned here for later checks.
+        return {**stat, "sha256": _sha256_file(path), "pinned": "first download"}
     raise WeightsError(f"{path} has no record of its conversion, so it cannot be trusted; {spec.how_to_fetch}")
 
 
@@ -520,11 +575,12 @@ def _check_file(path: Path, size: int, sha256: str, hint: str) -> None:
         raise WeightsError(f"sha256 mismatch (expected {sha256[:12]}..., {size} bytes); {hint}", path)
 
 
-def _copy_verified(src: IO[bytes], dest: Path, wf: WeightFile, origin: str) -> None:
+def _copy_verified(src: IO[bytes], dest: Path, wf: WeightFile, origin: str, announced: str | None = None) -> None:
     """Stream ``src`` into ``dest`` while hashing; raise (naming ``origin``) on a mismatch.
 
     A file known by its git blob id only is checked against it once written (the blob header
-    needs the size, which a download may not announce).
+    needs the size, which a download may not announce); one with no known hash against the
+    sha256 its server ``announced``, if any.
     """
     digest = hashlib.sha256()
     size = 0
@@ -541,7 +597,11 @@ def _copy_verified(src: IO[bytes], dest: Path, wf: WeightFile, origin: str) -> N
                 f"{digest.hexdigest()[:12]}...; expected {expected_size} bytes, {wf.sha256[:12]}...)"
             )
         return
-    assert wf.git_blob_sha1 is not None  # ModelSpec guarantees one hash for a fetchable file
+    if wf.git_blob_sha1 is None:  # a pin_note file: only what the server announced can check it
+        if announced is not None and digest.hexdigest() != announced:
+            raise WeightsError(f"{origin}: {wf.name} does not match the sha256 its server announced "
+                               f"(got {digest.hexdigest()[:12]}..., announced {announced[:12]}...)")
+        return
     blob = _git_blob_sha1(dest)
     if (wf.size is not None and size != wf.size) or blob != wf.git_blob_sha1:
         raise WeightsError(
@@ -718,7 +778,7 @@ def _download(spec: ModelSpec, wf: WeightFile, staging: Path) -> Path:
         response, hops = _urlopen(wf.url, timeout=60)
         with response:
             _check_announced(spec, wf, hops)
-            _copy_verified(response, dest, wf, wf.url)
+            _copy_verified(response, dest, wf, wf.url, announced=_announced_sha256(hops))
     except (urllib.error.URLError, OSError) as exc:
         raise WeightsError(f"cannot download {wf.url} ({exc}); {_manual_hint(spec)}") from None
     return dest

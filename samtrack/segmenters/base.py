@@ -17,7 +17,9 @@ class ImageEmbedding:
             array or the segmenter's own tensor type.
         original_size: ``(H, W)`` of the frame that was encoded.
         input_size: ``(h, w)`` of the frame after resizing its longest side to the model's
-            input size, before padding.
+            input size, before padding, in the frame prompts and low-res masks refer to (1024
+            for every SAM-family model, also where the encoder takes 512; ``(1024, 1024)`` for a
+            model that stretches frames to the square).
     """
 
     features: Any

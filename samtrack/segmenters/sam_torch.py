@@ -4,7 +4,9 @@ the square).
 
 Pre- and post-processing are the ONNX plugin's (:mod:`.transforms`), and a single decode picks
 its mask as SAM's ONNX export does, so ``mobilesam`` and ``mobilesam-onnx`` give the same masks
-from the same weights.
+from the same weights. Each registered model's :class:`~.transforms.InputSpec` says how it takes
+frames and prompts (EfficientViT-SAM's 512 input, EfficientSAM's stretched square and 6-token
+prompts).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from samtrack.config import SegmenterConfig
 from samtrack.errors import ConfigError, WeightsError
 
 from . import transforms
+from .transforms import SAM_INPUTS, InputSpec
 from .base import ImageEmbedding, MaskPrediction, Prompt
 
 try:
@@ -44,11 +47,13 @@ class SamTorch:
 
     Args:
         model: a :class:`~samtrack.segmenters.sam.modeling.Sam` with its weights loaded.
-        name: the segmenter's name (``mobilesam``).
+        name: the segmenter's name (``mobilesam``, ``efficientvit-sam-l0``, ...).
         device: ``cpu``, ``cuda`` or ``mps``.
         unpadded: encode frames padded only to multiples of 16, not to the square.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast (CUDA only).
         max_batch: prompt sets per decoder call (None: 1 on CPU, unlimited elsewhere).
+        inputs: how the model takes frames and prompts; None: its registry entry's (by
+            ``name``), else SAM's.
 
     The model is prepared for inference in place: its image encoder's BatchNorms are folded into
     the convolutions where it can (TinyViT), and on CPU and CUDA it runs channels-last (together
@@ -63,10 +68,18 @@ class SamTorch:
         unpadded: bool = False,
         precision: str = "fp32",
         max_batch: int | None = None,
+        inputs: InputSpec | None = None,
     ) -> None:
         require_torch()
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if inputs is None:
+            from .sam.build import REGISTRY
+
+            inputs = REGISTRY[name].inputs if name in REGISTRY else SAM_INPUTS
+        if unpadded and not inputs.any_aspect:
+            raise ConfigError(f"segmenter.unpadded=true: {name} encodes only its square input; use false (or null)")
+        self.inputs = inputs
         if precision != "fp32" and device != "cuda":
             raise ConfigError(f"segmenter.precision={precision} runs on CUDA only (this run uses {device}); use fp32")
         self.model = model.to(device).eval()
@@ -83,7 +96,6 @@ class SamTorch:
         self.max_batch = max_batch if max_batch is not None else (1 if self.device.type == "cpu" else None)
         # What changes an embedding's values, for caches keyed by it.
         self.embedding_id = name + ("-unpadded" if unpadded else "") + ("" if precision == "fp32" else f"-{precision}")
-        self._size = model.prompt_encoder.input_image_size[0]
         # The decoder's position encoding per embedding grid: fixed once the weights are loaded,
         # so it is computed once, not on every decoder call (0.8 of 39 ms per call on 2 cores).
         self._dense_pe: dict[tuple[int, int], torch.Tensor] = {}
@@ -93,20 +105,30 @@ class SamTorch:
         """Build ``config.name`` with its weights: ``config.checkpoint`` (a state_dict file), or
         the cache (see ``SegmenterConfig.weights``); the choice of weights and device is logged."""
         require_torch()
-        from .sam.build import build_sam, cached_checkpoint
+        from .sam.build import build_sam, cached_checkpoint, get_entry
 
+        entry = get_entry(config.name)
+        if config.name != "mobilesam" and config.weights != "auto":
+            raise ConfigError(f"segmenter.weights chooses among MobileSAM's weights; {config.name} has one checkpoint "
+                              "(use segmenter.checkpoint for another file)")
+        if config.unpadded and not entry.inputs.any_aspect:
+            raise ConfigError(f"segmenter.unpadded=true: {config.name} encodes only its square input; use false (or null)")
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         device = pick_device(config.device)
-        entry_name = _pick_weights(config.weights) if config.checkpoint is None else ""
+        entry_name = "" if config.checkpoint is not None else (
+            _pick_weights(config.weights) if config.name == "mobilesam" else config.name)
         path, source = torch_models.checkpoint_choice(
-            config.checkpoint, lambda: cached_checkpoint(entry_name, log=log), entry_name, "mobile_sam.pt")
+            config.checkpoint, lambda: cached_checkpoint(entry_name, log=log), entry_name, entry.checkpoint_name)
         model = build_sam(config.name, path)
-        unpadded = True if config.unpadded is None else config.unpadded
+        unpadded = entry.inputs.any_aspect if config.unpadded is None else config.unpadded
         log(f"segmenter {config.name}: {source} on {device}, frames {'unpadded' if unpadded else 'padded to the square'}"
             f"{'' if config.precision == 'fp32' else ', ' + config.precision}")
+        if not entry.inputs.mask_prompts:
+            log(f"segmenter {config.name}: the model takes no mask prompts, so every decoder pass uses the points "
+                "and box alone")
         return cls(model, config.name, device=device, unpadded=unpadded, precision=config.precision,
-                   max_batch=config.max_batch)
+                   max_batch=config.max_batch, inputs=entry.inputs)
 
     # -- encoding ------------------------------------------------------------------------------
 
@@ -118,10 +140,11 @@ class SamTorch:
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         """Encode an RGB uint8 ``[H, W, 3]`` frame into ``[1, 256, h, w]`` (64 x 64 padded;
-        e.g. 64 x 36 unpadded for 16:9), kept on the segmenter's device."""
+        e.g. 64 x 36 unpadded for 16:9), kept on the segmenter's device. Its ``input_size`` is
+        the frame's size in the model's prompt frame (1024 for every model)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
-        tensor, input_size = transforms.preprocess(image, self._size, multiple=STRIDE if self.unpadded else None)
+        tensor, input_size = transforms.preprocess_spec(image, self.inputs, multiple=STRIDE if self.unpadded else None)
         with self._autocast():
             images = torch.from_numpy(tensor).to(self.device).contiguous(memory_format=self._memory_format)
             features = self.model.encode(images).contiguous()
@@ -160,10 +183,16 @@ class SamTorch:
         features = features.to(self.device)
         grid = tuple(features.shape[-2:])
         low_res_shape = (4 * grid[0], 4 * grid[1])
-        coords, labels, valid = transforms.batch_prompt_tokens(prompts, embedding.original_size, self._size)
-        lengths = valid.sum(axis=1)
+        coords, labels, valid = transforms.batch_prompt_tokens(prompts, embedding.original_size, spec=self.inputs)
+        fixed_length = self.inputs.prompt_length is not None
+        # The mask choice counts tokens as SAM does (its padding point included) for every model.
+        lengths = np.array([_sam_token_count(p) for p in prompts]) if fixed_length else valid.sum(axis=1)
         mask_input, has_mask = None, None
-        if any(p.mask_input is not None for p in prompts):
+        # A model without mask prompts (EfficientSAM) decodes from points and boxes alone (said
+        # once when it is built); the shape is still checked.
+        if any(p.mask_input is not None for p in prompts) and not self.inputs.mask_prompts:
+            transforms.batch_mask_inputs(prompts, low_res_shape)
+        elif any(p.mask_input is not None for p in prompts):
             stack, given = transforms.batch_mask_inputs(prompts, low_res_shape)
             mask_input = torch.from_numpy(stack).to(self.device)
             has_mask = None if given.all() else torch.from_numpy(given).to(self.device)
@@ -178,7 +207,8 @@ class SamTorch:
                 torch.from_numpy(labels).to(self.device),
                 mask_input=mask_input,
                 has_mask=has_mask,
-                token_mask=None if valid.all() else torch.from_numpy(valid).to(self.device),
+                # A fixed-length layout's padding takes part in attention, as in its reference.
+                token_mask=None if fixed_length or valid.all() else torch.from_numpy(valid).to(self.device),
                 image_pe=image_pe,
             )
         masks, iou = masks.float(), iou.float()
@@ -203,13 +233,22 @@ class SamTorch:
 
     def _upscale(self, low_res: "torch.Tensor", embedding: ImageEmbedding) -> np.ndarray:
         """``[B, K, 4h, 4w]`` low-res logits -> ``[B, K, H, W]`` at the original frame size, as
-        SAM does: up to the encoder input, crop its padding, resize to the frame."""
+        SAM does: up to the encoder input, crop its padding, resize to the frame (or, for
+        EfficientSAM, bicubic straight to the frame)."""
+        if self.inputs.upscale == "bicubic":
+            return F.interpolate(low_res, embedding.original_size, mode="bicubic", align_corners=False).cpu().numpy()
         h, w = embedding.input_size
         # Low-res logits are at 1/4 of the encoder input, padding included.
         padded = (4 * low_res.shape[-2], 4 * low_res.shape[-1])
         up = F.interpolate(low_res, padded, mode="bilinear", align_corners=False)
         up = F.interpolate(up[..., :h, :w], embedding.original_size, mode="bilinear", align_corners=False)
         return up.cpu().numpy()
+
+
+def _sam_token_count(prompt: Prompt) -> int:
+    """The prompt's token count in SAM's layout: its points, then a box's two corners or one
+    padding point."""
+    return (0 if prompt.points is None else len(prompt.points)) + (1 if prompt.box is None else 2)
 
 
 def _pick_weights(choice: str) -> str:

@@ -21,10 +21,17 @@ same interpolation and differ only in rounding: at most 1 grey level, mean absol
 ``INTER_AREA``, which also averages over the source footprint: on a 1920x1080 frame its mean
 absolute difference to PIL is 0.76 (2.0 with added pixel noise) against 1.31 (6.1) for
 ``INTER_LINEAR``.
+
+Models of the SAM family differ in a few of these choices, which :class:`InputSpec` names: the
+encoder's input size (EfficientViT-SAM L: 512) may differ from the frame prompts and masks are
+in (always SAM's 1024), and EfficientSAM stretches the frame to its square input (bilinear,
+without anti-aliasing, as ``F.interpolate``) instead of keeping its aspect, so prompts scale by
+a different factor per axis.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import cv2
 import numpy as np
@@ -39,6 +46,48 @@ PATCH = 16
 # ImageNet statistics in 0-255 units, as SAM was trained with (RGB order).
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How one model of the SAM family takes its frames and prompts (defaults: SAM's).
+
+    Attributes:
+        encoder_size: the encoder input's side: the longest side of the resized frame, which is
+            zero-padded to the square (EfficientViT-SAM L: 512).
+        prompt_size: the side of the square frame that prompt coordinates and the low-res masks
+            refer to (the prompt encoder's input size; 1024 for every released model).
+        resize: ``longest_side`` (aspect kept, padded) or ``square`` (stretched to the square).
+        pixel_mean, pixel_std: per-channel normalisation in 0-255 units, RGB.
+        any_aspect: the encoder also runs on inputs padded only to multiples of 16 (unpadded).
+        mask_prompts: the prompt encoder takes a low-res mask prompt.
+        prompt_length: None: SAM's prompts (a "not a point" token when there is no box, batches
+            padded with masked-out tokens); an int: every prompt has exactly this many tokens,
+            padded with "invalid" points at (-1, -1) that take part in attention and cut after it
+            (EfficientSAM: 6). Box corners then come first, so a long prompt keeps its box.
+        upscale: ``sam``: low-res masks go up to ``prompt_size``, lose the padding and go to the
+            frame's size (bilinear); ``bicubic``: straight to the frame's size (EfficientSAM).
+    """
+
+    encoder_size: int = IMAGE_SIZE
+    prompt_size: int = IMAGE_SIZE
+    resize: Literal["longest_side", "square"] = "longest_side"
+    pixel_mean: tuple[float, float, float] = tuple(PIXEL_MEAN.tolist())
+    pixel_std: tuple[float, float, float] = tuple(PIXEL_STD.tolist())
+    any_aspect: bool = True
+    mask_prompts: bool = True
+    prompt_length: int | None = None
+    upscale: Literal["sam", "bicubic"] = "sam"
+
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        """``(h, w)`` of the frame inside the ``prompt_size`` square (what
+        :attr:`ImageEmbedding.input_size <samtrack.segmenters.base.ImageEmbedding.input_size>` holds)."""
+        if self.resize == "square":
+            return self.prompt_size, self.prompt_size
+        return resized_shape(*original_size, self.prompt_size)
+
+
+SAM_INPUTS = InputSpec()
 
 
 def resized_shape(height: int, width: int, long_side: int = IMAGE_SIZE) -> tuple[int, int]:
@@ -97,11 +146,37 @@ def preprocess(
     return tensor, (h, w)
 
 
-def apply_coords(coords: np.ndarray, original_size: tuple[int, int], long_side: int = IMAGE_SIZE) -> np.ndarray:
+def preprocess_spec(
+    image: np.ndarray, spec: InputSpec, multiple: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`preprocess` for the model ``spec`` describes: float32 ``[1, 3, H, W]`` and the
+    frame's ``(h, w)`` in the prompt frame (``spec.input_size``)."""
+    size = spec.encoder_size
+    if spec.resize == "square":
+        if multiple is not None:
+            raise ValueError("a model that stretches frames to its square input has no unpadded input")
+        # In float, as the reference interpolates its [0, 1] tensor (bilinear, no anti-aliasing,
+        # half-pixel centres: what INTER_LINEAR computes).
+        resized = image if image.shape[:2] == (size, size) else cv2.resize(
+            image.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    else:
+        resized = resize_longest_side(image, size)
+    h, w = resized.shape[:2]
+    tensor = np.zeros((1, 3, *padded_shape((h, w), size, multiple)), dtype=np.float32)
+    for c in range(3):
+        plane = tensor[0, c, :h, :w]
+        np.subtract(resized[:, :, c], np.float32(spec.pixel_mean[c]), out=plane, dtype=np.float32)
+        plane /= np.float32(spec.pixel_std[c])
+    return tensor, spec.input_size(image.shape[:2])
+
+
+def apply_coords(coords: np.ndarray, original_size: tuple[int, int], long_side: int = IMAGE_SIZE,
+                 square: bool = False) -> np.ndarray:
     """Map float ``[..., 2]`` (x, y) pixels of an ``original_size = (H, W)`` frame into the
-    resized frame; returns a new float32 array. Boxes map as their two corners."""
+    resized frame (``square``: the frame stretched to ``long_side x long_side``); returns a new
+    float32 array. Boxes map as their two corners."""
     height, width = original_size
-    new_h, new_w = resized_shape(height, width, long_side)
+    new_h, new_w = (long_side, long_side) if square else resized_shape(height, width, long_side)
     scale = np.array([new_w / width, new_h / height], dtype=np.float32)
     return np.asarray(coords, dtype=np.float32) * scale
 
@@ -149,11 +224,20 @@ def prompt_tokens(
 
 
 def batch_prompt_tokens(
-    prompts: "Sequence[Prompt]", original_size: tuple[int, int], long_side: int = IMAGE_SIZE
+    prompts: "Sequence[Prompt]", original_size: tuple[int, int], long_side: int = IMAGE_SIZE,
+    spec: InputSpec | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every prompt set's tokens (:func:`prompt_tokens`) mapped into the resized frame and padded
     to one length with SAM's "not a point" token: float32 coords ``[B, N, 2]`` and labels
-    ``[B, N]``, and bool ``[B, N]``, False where a row was padded (for the attention mask)."""
+    ``[B, N]``, and bool ``[B, N]``, False where a row was padded (for the attention mask).
+
+    With a ``spec`` of fixed ``prompt_length`` (EfficientSAM), the tokens are laid out as that
+    model's reference does instead (see :class:`InputSpec`); the bool array then marks the real
+    tokens, but every token takes part in attention."""
+    if spec is not None and spec.prompt_length is not None:
+        return _fixed_length_tokens(prompts, original_size, spec)
+    if spec is not None:
+        long_side = spec.prompt_size
     tokens = [prompt_tokens(p.points, p.labels, p.box) for p in prompts]
     n = max(len(c) for c, _ in tokens)
     coords = np.zeros((len(tokens), n, 2), np.float32)
@@ -164,6 +248,26 @@ def batch_prompt_tokens(
         labels[i, : len(c)] = kinds
         valid[i, : len(c)] = True
     return coords, labels, valid
+
+
+def _fixed_length_tokens(
+    prompts: "Sequence[Prompt]", original_size: tuple[int, int], spec: InputSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = spec.prompt_length
+    coords = np.full((len(prompts), n, 2), -1.0, np.float32)
+    labels = np.full((len(prompts), n), -1, np.float32)
+    real = np.zeros((len(prompts), n), bool)
+    square = spec.resize == "square"
+    for i, p in enumerate(prompts):
+        c, kinds = prompt_tokens(p.points, p.labels, p.box)
+        keep = kinds != -1  # SAM's padding point: this layout pads with its own invalid points
+        c, kinds = c[keep], kinds[keep]
+        order = np.argsort(kinds < 2, kind="stable")  # box corners (2, 3) first, points after
+        c, kinds = c[order][:n], kinds[order][:n]
+        coords[i, : len(c)] = apply_coords(c, original_size, spec.prompt_size, square=square)
+        labels[i, : len(c)] = kinds
+        real[i, : len(c)] = True
+    return coords, labels, real
 
 
 def batch_mask_inputs(prompts: "Sequence[Prompt]", shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,8 @@ loaded strictly (a missing, unexpected or mis-shaped tensor is an error naming i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -14,8 +15,12 @@ import torch
 
 from samtrack import torch_models, weights
 from samtrack.errors import WeightsError
+from samtrack.segmenters.transforms import SAM_INPUTS, InputSpec
 
 from .modeling import MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
+from .modeling.efficientsam_vit import EfficientSamViT
+from .modeling.efficientvit import CONFIGS as EFFICIENTVIT_CONFIGS
+from .modeling.efficientvit import EfficientViTSamImageEncoder
 
 IMAGE_SIZE = 1024
 EMBED_DIM = 256
@@ -28,25 +33,35 @@ class SamEntry:
     Attributes:
         builder: makes the model with random weights.
         weights: the :mod:`samtrack.weights` registry name of its checkpoint (one state_dict file).
+        inputs: how it takes frames and prompts (input size, resize, normalisation, prompt
+            frame; the defaults are SAM's).
+        checkpoint_name: its official checkpoint's file name (for messages).
     """
 
     builder: Callable[[], Sam]
     weights: str
+    inputs: InputSpec = SAM_INPUTS
+    checkpoint_name: str = "mobile_sam.pt"
 
 
-def _sam_decoder_and_prompts(embedding_size: int) -> tuple[PromptEncoder, MaskDecoder]:
+def _sam_decoder_and_prompts(
+    embedding_size: int, norm_eps: float = 1e-5, variant: str = "sam"
+) -> tuple[PromptEncoder, MaskDecoder]:
     prompt_encoder = PromptEncoder(
         embed_dim=EMBED_DIM,
         image_embedding_size=(embedding_size, embedding_size),
         input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
         mask_in_chans=16,
+        variant=variant,
     )
     decoder = MaskDecoder(
         transformer_dim=EMBED_DIM,
-        transformer=TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, num_heads=8, mlp_dim=2048),
+        transformer=TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, num_heads=8, mlp_dim=2048,
+                                      norm_eps=norm_eps, variant=variant),
         num_multimask_outputs=3,
         iou_head_depth=3,
         iou_head_hidden_dim=256,
+        variant=variant,
     )
     return prompt_encoder, decoder
 
@@ -66,11 +81,55 @@ def build_mobilesam() -> Sam:
     return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16))
 
 
+def build_efficientvit_sam(variant: str, depths: tuple[int, ...] | None = None, neck_depth: int | None = None) -> Sam:
+    """EfficientViT-SAM ``l0``, ``l1``, ``l2``, ``xl0`` or ``xl1`` (mit-han-lab/efficientvit):
+    an EfficientViT encoder with SAM's prompt encoder and mask decoder, every norm's eps 1e-6
+    (the reference's ``set_norm_eps``; in SAM's decoder that changes its transformer's
+    LayerNorms, whose default is 1e-5). ``depths``/``neck_depth`` override the released
+    configuration's (reduced-depth models for the golden tests)."""
+    config = EFFICIENTVIT_CONFIGS[variant]
+    if depths is not None:
+        config = replace(config, backbone=replace(config.backbone, depths=tuple(depths)))
+    if neck_depth is not None:
+        config = replace(config, neck_depth=neck_depth)
+    encoder = EfficientViTSamImageEncoder(config)
+    return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16, norm_eps=1e-6))
+
+
+def build_efficientsam(embed_dim: int, num_heads: int, depth: int = 12) -> Sam:
+    """EfficientSAM (yformer/EfficientSAM): its ViT encoder with the EfficientSAM variants of
+    SAM's prompt encoder and mask decoder (ViT-T: 192 channels, 3 heads; ViT-S: 384, 6)."""
+    encoder = EfficientSamViT(embed_dim, num_heads, depth=depth, out_chans=EMBED_DIM)
+    return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16, variant="efficientsam"))
+
+
+# EfficientViT-SAM: SAM's preprocessing at its own input size (L: 512, XL: 1024), prompts and
+# masks in SAM's 1024 frame; its neck resizes every stage to a fixed 64 x 64 grid, so frames
+# are always padded to the square.
+def _efficientvit_inputs(size: int) -> InputSpec:
+    return InputSpec(encoder_size=size, any_aspect=False)
+
+
+# EfficientSAM: the frame stretched to 1024 x 1024 (its ImageNet normalisation in [0, 1] units
+# is SAM's in 0-255 units), prompts padded to 6 tokens, no mask prompt, bicubic upscaling.
+EFFICIENTSAM_INPUTS = InputSpec(resize="square", any_aspect=False, mask_prompts=False, prompt_length=6,
+                                upscale="bicubic")
+
 REGISTRY: dict[str, SamEntry] = {
     # The official checkpoint (mobile_sam.pt) and the same weights converted from the ONNX
     # export (the only MobileSAM weights that can be fetched without GitHub).
     "mobilesam": SamEntry(build_mobilesam, weights="mobilesam"),
     "mobilesam-torch": SamEntry(build_mobilesam, weights="mobilesam-torch"),
+    **{
+        f"efficientvit-sam-{v}": SamEntry(
+            partial(build_efficientvit_sam, v), weights=f"efficientvit-sam-{v}",
+            inputs=_efficientvit_inputs(EFFICIENTVIT_CONFIGS[v].input_size), checkpoint_name=f"efficientvit_sam_{v}.pt")
+        for v in EFFICIENTVIT_CONFIGS
+    },
+    "efficientsam-vitt": SamEntry(partial(build_efficientsam, 192, 3), weights="efficientsam-vitt",
+                                  inputs=EFFICIENTSAM_INPUTS, checkpoint_name="efficient_sam_vitt.pt"),
+    "efficientsam-vits": SamEntry(partial(build_efficientsam, 384, 6), weights="efficientsam-vits",
+                                  inputs=EFFICIENTSAM_INPUTS, checkpoint_name="efficient_sam_vits.pt.zip"),
 }
 
 
@@ -80,6 +139,11 @@ def cached_checkpoint(name: str, log: weights.Log = weights.log_stderr) -> Path:
     entry = _entry(name)
     (wf,) = weights.get_spec(entry.weights).files
     return weights.resolve(entry.weights, None, log=log) / wf.name
+
+
+def get_entry(name: str) -> SamEntry:
+    """The registered model ``name`` (a WeightsError listing the known names otherwise)."""
+    return _entry(name)
 
 
 def _entry(name: str) -> SamEntry:

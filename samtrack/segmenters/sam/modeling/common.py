@@ -49,3 +49,21 @@ class MLP(nn.Module):
             if i < len(self.layers) - 1:
                 x = torch.relu(x)
         return x
+
+
+class StackedMLP(nn.Module):
+    """EfficientSAM's MLP layout: ``num_layers`` (Linear, activation) pairs in ``layers``, then a
+    final Linear ``fc`` (its transformer's feed-forward block with one pair, its heads with two).
+    The same computation as :class:`MLP` with one more layer, under the reference's key names."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int,
+                 act: type[nn.Module] = nn.GELU) -> None:
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.Sequential(nn.Linear(d, hidden_dim), act()) for d in dims)
+        self.fc = nn.Linear(hidden_dim, output_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return self.fc(x)

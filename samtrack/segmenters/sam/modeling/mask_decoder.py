@@ -1,13 +1,21 @@
 """SAM's mask decoder: four mask tokens and an IoU token, run through the two-way transformer
 with the prompt tokens, become four masks (token 0 the single-mask output, tokens 1-3 the
-multimask outputs) and their predicted IoUs."""
+multimask outputs) and their predicted IoUs.
+
+``variant="efficientsam"`` gives EfficientSAM's decoder (yformer/EfficientSAM,
+``efficient_sam_decoder.py``): the same tokens and transformer (in its EfficientSAM variant),
+but the upscaling normalises with GroupNorm(1, C) (over channels and pixels, where SAM's
+LayerNorm2d normalises each pixel), the hypernetwork and IoU heads are GELU MLPs in
+:class:`~.common.StackedMLP`'s layout, and there is no dense (mask) prompt: the image embedding
+goes to the transformer as it is.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .common import MLP, LayerNorm2d
-from .transformer import TwoWayTransformer
+from .common import MLP, LayerNorm2d, StackedMLP
+from .transformer import TwoWayTransformer, Variant
 
 
 class MaskDecoder(nn.Module):
@@ -17,7 +25,8 @@ class MaskDecoder(nn.Module):
         transformer_dim: channels of the embeddings.
         transformer: the two-way transformer.
         num_multimask_outputs: ambiguity-aware outputs (plus the single-mask token).
-        iou_head_depth, iou_head_hidden_dim: the IoU prediction MLP.
+        iou_head_depth, iou_head_hidden_dim: the IoU prediction MLP (its number of linear layers).
+        variant: ``sam`` or ``efficientsam`` (see the module docstring).
     """
 
     def __init__(
@@ -27,30 +36,53 @@ class MaskDecoder(nn.Module):
         num_multimask_outputs: int = 3,
         iou_head_depth: int = 3,
         iou_head_hidden_dim: int = 256,
+        variant: Variant = "sam",
     ) -> None:
         super().__init__()
         self.transformer = transformer
         self.num_mask_tokens = num_multimask_outputs + 1
         self.iou_token = nn.Embedding(1, transformer_dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
+        self.variant = variant
+        quarter, eighth = transformer_dim // 4, transformer_dim // 8
+        if variant == "efficientsam":
+            self.final_output_upscaling_layers = nn.ModuleList([
+                nn.Sequential(nn.ConvTranspose2d(transformer_dim, quarter, kernel_size=2, stride=2),
+                              nn.GroupNorm(1, quarter), nn.GELU()),
+                nn.Sequential(nn.ConvTranspose2d(quarter, eighth, kernel_size=2, stride=2), nn.Identity(), nn.GELU()),
+            ])
+            # Its MLPs count hidden (Linear, GELU) pairs, one fewer than their linear layers.
+            self.output_hypernetworks_mlps = nn.ModuleList(
+                StackedMLP(transformer_dim, transformer_dim, eighth, 2) for _ in range(self.num_mask_tokens))
+            self.iou_prediction_head = StackedMLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens,
+                                                  iou_head_depth - 1)
+            return
         self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
-            LayerNorm2d(transformer_dim // 4),
+            nn.ConvTranspose2d(transformer_dim, quarter, kernel_size=2, stride=2),
+            LayerNorm2d(quarter),
             nn.GELU(),
-            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
+            nn.ConvTranspose2d(quarter, eighth, kernel_size=2, stride=2),
             nn.GELU(),
         )
         self.output_hypernetworks_mlps = nn.ModuleList(
-            MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
+            MLP(transformer_dim, transformer_dim, eighth, 3) for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+
+    def upscale(self, x: torch.Tensor) -> torch.Tensor:
+        """The transformer's image output ``[B, C, h, w]`` -> ``[B, C/8, 4h, 4w]``."""
+        if self.variant == "efficientsam":
+            for layer in self.final_output_upscaling_layers:
+                x = layer(x)
+            return x
+        return self.output_upscaling(x)
 
     def forward(
         self,
         image_embeddings: torch.Tensor,
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor | None,
         token_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All four masks of ``B`` prompt sets against one image.
@@ -59,7 +91,7 @@ class MaskDecoder(nn.Module):
             image_embeddings: ``[1, C, h, w]`` (shared by the batch) or ``[B, C, h, w]``.
             image_pe: ``[1, C, h, w]``.
             sparse_prompt_embeddings: ``[B, N, C]``.
-            dense_prompt_embeddings: ``[B, C, h, w]``.
+            dense_prompt_embeddings: ``[B, C, h, w]``, or None (EfficientSAM: no dense prompt).
             token_mask: ``[B, N]`` bool, False for batch padding among the sparse tokens.
 
         Returns:
@@ -70,13 +102,15 @@ class MaskDecoder(nn.Module):
         tokens = torch.cat([output_tokens[None].expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
         if token_mask is not None:
             token_mask = torch.cat([token_mask.new_ones((batch, len(output_tokens))), token_mask], dim=1)
-        src = image_embeddings.expand(batch, -1, -1, -1) + dense_prompt_embeddings
+        src = image_embeddings.expand(batch, -1, -1, -1)
+        if dense_prompt_embeddings is not None:
+            src = src + dense_prompt_embeddings
         pos = image_pe.expand(batch, -1, -1, -1)
         _, c, h, w = src.shape
         hs, src = self.transformer(src, pos, tokens, token_mask)
         iou_out = hs[:, 0]
         mask_out = hs[:, 1 : 1 + self.num_mask_tokens]
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, c, h, w))
+        upscaled = self.upscale(src.transpose(1, 2).reshape(batch, c, h, w))
         hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
         b, c_up, h_up, w_up = upscaled.shape
         masks = (hyper @ upscaled.reshape(b, c_up, h_up * w_up)).reshape(b, -1, h_up, w_up)

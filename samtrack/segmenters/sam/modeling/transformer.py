@@ -3,13 +3,24 @@
 Every attention whose keys are prompt tokens takes an optional ``token_mask`` (``[B, T]`` bool,
 True = a real token): batched decoding pads shorter prompts, and masking the padding out of the
 keys makes a padded prompt decode exactly as it would alone.
+
+``variant="efficientsam"`` gives EfficientSAM's transformer (yformer/EfficientSAM,
+``two_way_transformer.py``), which differs in two small ways: its token MLP is GELU in
+:class:`~.common.StackedMLP`'s layout, and its token self-attention is always residual over
+the queries with their position encoding added (SAM's first layer replaces the queries by the
+attention output, and its later layers take the values without the encoding).
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import nn
 
-from .common import MLPBlock
+from .common import MLPBlock, StackedMLP
+
+# Which model's decoder layout and arithmetic (``sam``: SAM's, MobileSAM's, EfficientViT-SAM's).
+Variant = Literal["sam", "efficientsam"]
 
 
 class Attention(nn.Module):
@@ -47,18 +58,23 @@ class TwoWayAttentionBlock(nn.Module):
     cross-attention; each followed by a residual and LayerNorm."""
 
     def __init__(
-        self, embedding_dim: int, num_heads: int, mlp_dim: int, downsample_rate: int, skip_first_layer_pe: bool
+        self, embedding_dim: int, num_heads: int, mlp_dim: int, downsample_rate: int, skip_first_layer_pe: bool,
+        norm_eps: float = 1e-5, variant: Variant = "sam",
     ) -> None:
         super().__init__()
         self.self_attn = Attention(embedding_dim, num_heads)
-        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.norm1 = nn.LayerNorm(embedding_dim, eps=norm_eps)
         self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, downsample_rate)
-        self.norm2 = nn.LayerNorm(embedding_dim)
-        self.mlp = MLPBlock(embedding_dim, mlp_dim, nn.ReLU)
-        self.norm3 = nn.LayerNorm(embedding_dim)
-        self.norm4 = nn.LayerNorm(embedding_dim)
+        self.norm2 = nn.LayerNorm(embedding_dim, eps=norm_eps)
+        if variant == "efficientsam":
+            self.mlp = StackedMLP(embedding_dim, mlp_dim, embedding_dim, 1, nn.GELU)
+        else:
+            self.mlp = MLPBlock(embedding_dim, mlp_dim, nn.ReLU)
+        self.norm3 = nn.LayerNorm(embedding_dim, eps=norm_eps)
+        self.norm4 = nn.LayerNorm(embedding_dim, eps=norm_eps)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
+        self.variant = variant
 
     def forward(
         self,
@@ -68,7 +84,10 @@ class TwoWayAttentionBlock(nn.Module):
         key_pe: torch.Tensor,
         token_mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.skip_first_layer_pe:
+        if self.variant == "efficientsam":
+            q = queries if self.skip_first_layer_pe else queries + query_pe
+            queries = q + self.self_attn(q, q, q, token_mask)
+        elif self.skip_first_layer_pe:
             # The first layer's queries are the prompt embeddings themselves (they carry the PE).
             queries = self.self_attn(queries, queries, queries, token_mask)
         else:
@@ -92,18 +111,22 @@ class TwoWayTransformer(nn.Module):
         num_heads: attention heads.
         mlp_dim: hidden width of the token MLP.
         attention_downsample_rate: channel reduction inside the cross-attentions.
+        norm_eps: the LayerNorms' eps (EfficientViT-SAM sets every norm of its model to 1e-6).
+        variant: ``sam`` or ``efficientsam`` (see the module docstring).
     """
 
     def __init__(
-        self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int, attention_downsample_rate: int = 2
+        self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int, attention_downsample_rate: int = 2,
+        norm_eps: float = 1e-5, variant: Variant = "sam",
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_layer_pe=i == 0)
+            TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_layer_pe=i == 0,
+                                 norm_eps=norm_eps, variant=variant)
             for i in range(depth)
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
-        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+        self.norm_final_attn = nn.LayerNorm(embedding_dim, eps=norm_eps)
 
     def forward(
         self,
