@@ -16,6 +16,7 @@ from samtrack import torch_models, weights
 from samtrack.errors import WeightsError
 
 from .modeling import MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
+from .modeling.repvit import REPVIT_M1, REPVIT_M2_3, RepViT
 
 IMAGE_SIZE = 1024
 EMBED_DIM = 256
@@ -66,11 +67,30 @@ def build_mobilesam() -> Sam:
     return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16))
 
 
+def build_repvit_sam() -> Sam:
+    """RepViT-SAM: RepViT-M2.3 (Wang et al., 2023), its last stage kept at 1/16, with SAM's prompt
+    encoder and mask decoder."""
+    encoder = RepViT(REPVIT_M2_3, repvgg_post_bn=True, last_stride=1, fuse_stages=False, out_chans=EMBED_DIM)
+    return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16))
+
+
+def build_edgesam() -> Sam:
+    """EdgeSAM: RepViT-M1 (Zhou et al., 2023) to 1/32 with its 1/16 + 1/32 stage fusion, and
+    SAM's prompt encoder and mask decoder (same layout; EdgeSAM retrains their weights)."""
+    encoder = RepViT(REPVIT_M1, repvgg_post_bn=False, last_stride=2, fuse_stages=True, upsample_mode="bicubic",
+                     out_chans=EMBED_DIM)
+    return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16))
+
+
 REGISTRY: dict[str, SamEntry] = {
     # The official checkpoint (mobile_sam.pt) and the same weights converted from the ONNX
     # export (the only MobileSAM weights that can be fetched without GitHub).
     "mobilesam": SamEntry(build_mobilesam, weights="mobilesam"),
     "mobilesam-torch": SamEntry(build_mobilesam, weights="mobilesam-torch"),
+    "repvit-sam": SamEntry(build_repvit_sam, weights="repvit-sam"),
+    # EdgeSAM and EdgeSAM-3x: one architecture, trained on 1 % and 3 % of SA-1B.
+    "edgesam": SamEntry(build_edgesam, weights="edgesam"),
+    "edgesam-3x": SamEntry(build_edgesam, weights="edgesam-3x"),
 }
 
 
