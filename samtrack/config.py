@@ -21,7 +21,7 @@ from .errors import ConfigError, one_line, show, show_path
 from .fileio import read_input_text
 
 PointMethod = Literal["random", "kmedoids", "shi-tomasi", "mixed"]
-SegmenterName = Literal["mobilesam-onnx", "mobilesam"]
+SegmenterName = Literal["mobilesam-onnx", "mobilesam", "repvit-sam", "edgesam", "edgesam-3x"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "fp16", "bf16"]
 MultimaskChoice = Literal["off", "best_iou", "consistent"]

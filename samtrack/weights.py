@@ -74,6 +74,8 @@ class WeightFile:
         member: path of the file inside the npm package tarball (npm-sourced models).
         url: where to download the file from (URL-sourced models).
         git_blob_sha1: the file's git blob id, as its repository's tree publishes it.
+        pin_first_download: nothing about the file is published (a GitHub release asset): the
+            first download is trusted as is and its sha256 and size are pinned then.
     """
 
     name: str
@@ -82,6 +84,7 @@ class WeightFile:
     member: str | None = None
     url: str | None = None
     git_blob_sha1: str | None = None
+    pin_first_download: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class ModelSpec:
                 continue
             if (self.npm is not None and wf.member is None) or (self.npm is None and wf.url is None):
                 raise ValueError(f"{self.name}/{wf.name}: needs a tarball member (npm) or a url")
-            if wf.sha256 is None and wf.git_blob_sha1 is None:
+            if wf.sha256 is None and wf.git_blob_sha1 is None and not wf.pin_first_download:
                 raise ValueError(f"{self.name}/{wf.name}: needs a sha256 or a git blob id to be verified by")
 
     @property
@@ -238,6 +241,57 @@ REGISTRY: dict[str, ModelSpec] = {
             files=(WeightFile("mobilesam_torch.pt", size=None, sha256=None),),
             derived_from="mobilesam-onnx",
         ),
+        ModelSpec(
+            name="repvit-sam",
+            description="RepViT-SAM official checkpoint (RepViT-M2.3 encoder + SAM mask decoder)",
+            licence="Apache-2.0",
+            source="https://github.com/THU-MIG/RepViT/tree/main/sam",
+            files=(
+                WeightFile(
+                    "repvit_sam.pt",
+                    # A release asset (the URL the official README gives): no sha256, size or
+                    # blob id is published for it, so the first download is pinned.
+                    size=None,
+                    sha256=None,
+                    url="https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_sam.pt",
+                    pin_first_download=True,
+                ),
+            ),
+        ),
+        ModelSpec(
+            name="edgesam",
+            description="EdgeSAM official checkpoint (RepViT-M1 encoder + SAM mask decoder, 1 % of SA-1B)",
+            licence="S-Lab License 1.0 (non-commercial)",
+            source="https://github.com/chongzhou96/EdgeSAM",
+            files=(
+                WeightFile(
+                    "edge_sam.pth",
+                    # sha256 from the Git LFS pointer of chongzhou/EdgeSAM (the authors' model
+                    # repository, commit e056412, "Upload 10 files"); its size is published only
+                    # rounded (38.8 MB), so the exact size is not checked. The README's URL, the
+                    # Space chongzhou/EdgeSAM, serves the same name.
+                    size=None,
+                    sha256="439b086a20ab6fba90c12cba32e0001ba3aa726da5791ff8738acdd440330991",
+                    url="https://huggingface.co/chongzhou/EdgeSAM/resolve/main/edge_sam.pth",
+                ),
+            ),
+        ),
+        ModelSpec(
+            name="edgesam-3x",
+            description="EdgeSAM-3x official checkpoint (EdgeSAM trained on 3 % of SA-1B)",
+            licence="S-Lab License 1.0 (non-commercial)",
+            source="https://github.com/chongzhou96/EdgeSAM",
+            files=(
+                WeightFile(
+                    "edge_sam_3x.pth",
+                    # The official README's URL, at the Space's commit 65665c1 whose Git LFS
+                    # pointer gives this sha256 (size published only as 38.8 MB).
+                    size=None,
+                    sha256="5a3e3261da9e2f4c8154410885689ae57d09cbf4cf5d0c848b9d80b6df336ece",
+                    url="https://huggingface.co/spaces/chongzhou/EdgeSAM/resolve/65665c19b35bbd77fbf0d49de7dcdffa7e8b7ff0/weights/edge_sam_3x.pth",
+                ),
+            ),
+        ),
         *(
             ModelSpec(
                 name=name,
@@ -330,6 +384,9 @@ def _verify_cached(spec: ModelSpec, wf: WeightFile, path: Path, st: os.stat_resu
         if _git_blob_sha1(path) != wf.git_blob_sha1:
             raise WeightsError(f"{path} is corrupt (git blob id mismatch); {spec.how_to_fetch} to replace it")
         return {**stat, "sha256": _sha256_file(path), "pinned": "first download", "git_blob_sha1": wf.git_blob_sha1}
+    if wf.pin_first_download:
+        # Nothing published to verify it by: trusted on first use, pinned for every later check.
+        return {**stat, "sha256": _sha256_file(path), "pinned": "first download (no published hash)"}
     raise WeightsError(f"{path} has no record of its conversion, so it cannot be trusted; {spec.how_to_fetch}")
 
 
@@ -535,13 +592,15 @@ def _copy_verified(src: IO[bytes], dest: Path, wf: WeightFile, origin: str) -> N
             out.write(chunk)
     expected_size = "?" if wf.size is None else wf.size
     if wf.sha256 is not None:
-        if size != wf.size or digest.hexdigest() != wf.sha256:
+        if (wf.size is not None and size != wf.size) or digest.hexdigest() != wf.sha256:
             raise WeightsError(
                 f"{origin}: {wf.name} does not match the registry (got {size} bytes, sha256 "
                 f"{digest.hexdigest()[:12]}...; expected {expected_size} bytes, {wf.sha256[:12]}...)"
             )
         return
-    assert wf.git_blob_sha1 is not None  # ModelSpec guarantees one hash for a fetchable file
+    if wf.git_blob_sha1 is None:
+        assert wf.pin_first_download  # ModelSpec guarantees a hash, or this flag, for a fetchable file
+        return
     blob = _git_blob_sha1(dest)
     if (wf.size is not None and size != wf.size) or blob != wf.git_blob_sha1:
         raise WeightsError(

@@ -37,15 +37,21 @@ def fixture(name: str) -> Path:
     return FIXTURES / f"{name}_reduced_random.npz"
 
 
+def keys_fixture(name: str) -> Path:
+    return FIXTURES.parent / f"{name}_state_dict_keys.json"
+
+
 def reduced_model(name: str):
     """Our model ``name`` with the reduced-depth encoder (random weights, eval mode)."""
     from dataclasses import replace
 
+    import torch
+
     from samtrack.segmenters.sam import build
     from samtrack.segmenters.sam.modeling import Sam
 
-    full = build.build_sam(name)
-    encoder = full.image_encoder
-    stages = tuple(replace(stage, depth=d) for stage, d in zip(encoder.stages, REDUCED_DEPTHS[name]))
+    with torch.device("meta"):  # only its configuration is read
+        encoder = build.build_sam(name).image_encoder
+    stages = tuple(replace(stage, depth=d) for stage, d in zip(encoder.stages, REDUCED_DEPTHS[name], strict=True))
     reduced = type(encoder)(stages, **encoder.options)
-    return Sam(reduced, full.prompt_encoder, full.mask_decoder).eval()
+    return Sam(reduced, *build._sam_decoder_and_prompts(build.IMAGE_SIZE // 16)).eval()

@@ -55,6 +55,8 @@ def _torch(config: SegmenterConfig, log) -> Segmenter:
 
 # Segmenter name -> builder. A new model family is a module and a line here.
 SEGMENTERS = {"mobilesam-onnx": _onnx, "mobilesam": _torch}
+# The lightweight SAM family on PyTorch (samtrack.segmenters.sam.build.REGISTRY).
+SEGMENTERS.update({"repvit-sam": _torch, "edgesam": _torch, "edgesam-3x": _torch})
 
 
 def build_segmenter(config: SegmenterConfig, log=print) -> Segmenter:

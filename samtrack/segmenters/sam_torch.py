@@ -98,9 +98,9 @@ class SamTorch:
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         device = pick_device(config.device)
-        entry_name = _pick_weights(config.weights) if config.checkpoint is None else ""
+        entry_name = _pick_weights(config.name, config.weights) if config.checkpoint is None else ""
         path, source = torch_models.checkpoint_choice(
-            config.checkpoint, lambda: cached_checkpoint(entry_name, log=log), entry_name, "mobile_sam.pt")
+            config.checkpoint, lambda: cached_checkpoint(entry_name, log=log), entry_name, _example_file(config.name))
         model = build_sam(config.name, path)
         unpadded = True if config.unpadded is None else config.unpadded
         log(f"segmenter {config.name}: {source} on {device}, frames {'unpadded' if unpadded else 'padded to the square'}"
@@ -121,7 +121,9 @@ class SamTorch:
         e.g. 64 x 36 unpadded for 16:9), kept on the segmenter's device."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
-        tensor, input_size = transforms.preprocess(image, self._size, multiple=STRIDE if self.unpadded else None)
+        # Unpadded sides are multiples of the encoder's stride (EdgeSAM's stage fusion needs 32).
+        multiple = getattr(self.model.image_encoder, "input_multiple", STRIDE)
+        tensor, input_size = transforms.preprocess(image, self._size, multiple=multiple if self.unpadded else None)
         with self._autocast():
             images = torch.from_numpy(tensor).to(self.device).contiguous(memory_format=self._memory_format)
             features = self.model.encode(images).contiguous()
@@ -212,9 +214,24 @@ class SamTorch:
         return up.cpu().numpy()
 
 
-def _pick_weights(choice: str) -> str:
-    """The registry entry for ``segmenter.weights``: ``auto`` takes the official checkpoint when
-    it is cached and otherwise the converted one (fetched, i.e. converted, on first use)."""
+def _example_file(name: str) -> str:
+    """A checkpoint file name of model ``name``, for error messages."""
+    from .sam.build import REGISTRY
+
+    entry = REGISTRY.get(name)
+    return weights.get_spec(entry.weights).files[0].name if entry is not None else "mobile_sam.pt"
+
+
+def _pick_weights(name: str, choice: str) -> str:
+    """The registry entry for ``segmenter.weights``: for MobileSAM, ``auto`` takes the official
+    checkpoint when it is cached and otherwise the converted one (fetched, i.e. converted, on
+    first use); every other model has one official checkpoint."""
+    from .sam.build import REGISTRY
+
+    if name != "mobilesam":
+        if choice != "auto":
+            raise ConfigError(f"segmenter.weights={choice} picks MobileSAM weights; {name} has its own (use auto)")
+        return REGISTRY[name].weights
     if choice != "auto":
         return choice
     try:

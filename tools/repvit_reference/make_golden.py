@@ -1,7 +1,9 @@
 """RepViT-SAM and EdgeSAM against their official code (see README.md beside this file).
 
     make_golden.py            write tests/fixtures/sam_golden/{repvit-sam,edgesam}_reduced_random.npz
-                              (the official reduced-depth models' outputs) and compare ours with them
+                              (the official reduced-depth models' outputs) and compare ours with them,
+                              and tests/fixtures/{repvit-sam,edgesam}_state_dict_keys.json (the
+                              full-size official models' keys and shapes)
     make_golden.py --full     compare the full-size official models with ours (no fixture written)
 
 Both sides load the same seeded random state_dict (``sam_golden.random_state_dict``, key by key),
@@ -154,6 +156,12 @@ def main() -> None:
     for name in args.models:
         out = run(name, reduced=not args.full)
         if not args.full:
+            # The full-size official model's every key and shape, in its order.
+            import json
+
+            layout = [[k, list(v.shape)] for k, v in official_model(name, reduced=False).state_dict().items()]
+            rg.keys_fixture(name).write_text(json.dumps(layout))
+            print(f"wrote {rg.keys_fixture(name)} ({len(layout)} tensors)")
             path = rg.fixture(name)
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, **out)

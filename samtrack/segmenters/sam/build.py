@@ -118,8 +118,30 @@ def build_sam(name: str, checkpoint: str | Path | None = None) -> Sam:
 
 
 def load_checkpoint(model: Sam, path: str | Path) -> None:
-    """Load a state_dict file into ``model`` strictly and without unpickling code."""
-    torch_models.load_checkpoint(model, path, what=_describe(model))
+    """Load a state_dict file into ``model`` strictly and without unpickling code. A checkpoint
+    of another registered architecture is named as such (not as a list of mismatched keys)."""
+    state = torch_models.read_state_dict(path)
+    try:
+        torch_models.load_state_dict(model, state, origin=str(path), what=_describe(model))
+    except WeightsError:
+        fits = architectures_fitting(state)
+        if not fits:
+            raise
+        raise WeightsError(f"this is a checkpoint of {' / '.join(fits)}, not of the {_describe(model)} being built; "
+                           f"choose that model (--segmenter {fits[0]})", path) from None
+
+
+def architectures_fitting(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The registered models whose state_dict layout (every key and shape) ``state`` has."""
+    layout = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    found, seen = [], {}
+    for name, entry in REGISTRY.items():
+        if entry.builder not in seen:
+            with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+                seen[entry.builder] = {k: tuple(v.shape) for k, v in entry.builder().state_dict().items()}
+        if seen[entry.builder] == layout:
+            found.append(name)
+    return found
 
 
 def load_state_dict(model: Sam, state: Mapping[str, torch.Tensor], origin: str = "state_dict") -> None:
