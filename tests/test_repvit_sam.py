@@ -247,3 +247,25 @@ def test_samtrack_run_with_random_weights(name: str, tmp_path: Path, monkeypatch
     written = sorted((out / "masks").iterdir())
     assert len(written) == 3
     assert all(np.asarray(Image.open(p)).shape == (40, 60) for p in written)
+
+
+def test_the_family_bench_times_every_registered_architecture(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The benchmark iterates the registry (models sharing a builder once) and prints its table;
+    a reduced-depth EdgeSAM stands in for the registry here (nothing is timed against a bound)."""
+    import copy
+
+    from samtrack.eval import sam_family_bench
+
+    template = rg.reduced_model("edgesam")
+    builder = lambda: copy.deepcopy(template)  # noqa: E731
+    monkeypatch.setattr(build, "REGISTRY", {"edgesam": build.SamEntry(builder, "edgesam"),
+                                            "edgesam-3x": build.SamEntry(builder, "edgesam-3x")})
+    assert sam_family_bench.main(["--repeats", "1", "--devices", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "load average (1, 5, 15 min): before" in out
+    (row,) = [line for line in out.splitlines() if line.startswith("| edgesam")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:5] == ["edgesam / edgesam-3x", "1024x1024", f"{sum(p.numel() for p in template.parameters()) / 1e6:.1f}", "cpu", "fp32"]
+    assert float(cells[5]) > 0 and float(cells[6]) > 0 and "EdgeSAM README" in cells[7]
+    with pytest.raises(SystemExit, match="unknown model.*known: edgesam, edgesam-3x"):
+        sam_family_bench.main(["--models", "sam-vit-z"])
