@@ -137,7 +137,8 @@ class TrackerConfig:
 
 @dataclass
 class SegmenterConfig:
-    # mobilesam-onnx: the ONNX pair on onnxruntime; mobilesam: our PyTorch model.
+    # mobilesam-onnx: the ONNX pair on onnxruntime; mobilesam, repvit-sam, edgesam, edgesam-3x:
+    # our PyTorch models (samtrack.segmenters.sam.build.REGISTRY).
     name: SegmenterName = "mobilesam-onnx"
     # A directory (ONNX) or state_dict file (PyTorch) with the weights; None = the weights
     # cache (fetched on first use).
@@ -162,7 +163,8 @@ class SegmenterConfig:
     # 16 calls on 2 cores, and unlimited on CUDA/MPS.
     max_batch: int | None = knob(None, ge=1)
     # PyTorch only: which MobileSAM weights: auto (the official checkpoint when cached, else
-    # the ones converted from the ONNX pair), mobilesam (official) or mobilesam-torch.
+    # the ones converted from the ONNX pair), mobilesam (official) or mobilesam-torch. The other
+    # PyTorch models have one official checkpoint each (auto).
     weights: Literal["auto", "mobilesam", "mobilesam-torch"] = "auto"
     # A folder caching frame embeddings on disk (for benchmarks and ablations); None = off.
     embedding_cache: str | None = None

@@ -269,3 +269,14 @@ def test_the_family_bench_times_every_registered_architecture(monkeypatch: pytes
     assert float(cells[5]) > 0 and float(cells[6]) > 0 and "EdgeSAM README" in cells[7]
     with pytest.raises(SystemExit, match="unknown model.*known: edgesam, edgesam-3x"):
         sam_family_bench.main(["--models", "sam-vit-z"])
+
+
+def test_mobilesam_weights_choices_are_refused_for_the_other_models() -> None:
+    from samtrack.config import load_config
+    from samtrack.errors import ConfigError
+    from samtrack.segmenters import build_segmenter
+
+    config = load_config("samtrack", ["segmenter.name=edgesam", "segmenter.weights=mobilesam-torch",
+                                      "segmenter.device=cpu"])
+    with pytest.raises(ConfigError, match="segmenter.weights=mobilesam-torch picks MobileSAM weights; edgesam has its own"):
+        build_segmenter(config.segmenter, log=lambda _: None)
