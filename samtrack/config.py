@@ -24,7 +24,7 @@ PointMethod = Literal["random", "kmedoids", "shi-tomasi", "mixed"]
 SegmenterName = Literal["mobilesam-onnx", "mobilesam", "repvit-sam", "edgesam", "edgesam-3x"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "fp16", "bf16"]
-MultimaskChoice = Literal["off", "best_iou", "consistent"]
+MultimaskChoice = Literal["off", "best_iou", "consistent", "stability"]
 
 # Integers go on to OpenCV and numpy as int32; a bigger one is a typo, not a setting.
 INT_LIMIT = 2**31 - 1
@@ -191,8 +191,9 @@ class DecodeConfig:
     merge_threshold: float = 0.0
     # Choose each object's final mask among all of SAM's outputs (needs the PyTorch segmenter):
     # off (the single-mask output, or the best multimask one for one-token prompts, as SAM's
-    # ONNX export does), best_iou (the multimask output with the highest predicted IoU), or
-    # consistent (the output that best overlaps the object's mask on the frame before).
+    # ONNX export does), best_iou (the multimask output with the highest predicted IoU),
+    # consistent (the output that best overlaps the object's mask on the frame before), or
+    # stability (the output, of all four, with the highest stability score: EdgeSAM's demo's rule).
     multimask: MultimaskChoice = "off"
 
 

@@ -280,3 +280,21 @@ def test_mobilesam_weights_choices_are_refused_for_the_other_models() -> None:
                                       "segmenter.device=cpu"])
     with pytest.raises(ConfigError, match="segmenter.weights=mobilesam-torch picks MobileSAM weights; edgesam has its own"):
         build_segmenter(config.segmenter, log=lambda _: None)
+
+
+def test_stability_choice_picks_the_steadiest_of_the_four_masks() -> None:
+    """``decode.multimask=stability``: EdgeSAM's demo's choice among all four outputs."""
+    from samtrack.decoding import select_candidate
+    from samtrack.segmenters import MaskPrediction
+
+    def candidate(low: np.ndarray, iou: float) -> MaskPrediction:
+        return MaskPrediction(logits=np.kron(low, np.ones((4, 4), np.float32)), iou=iou, low_res_logits=low)
+
+    yy, xx = np.mgrid[:16, :16]
+    sharp = np.where((abs(yy - 8) < 4) & (abs(xx - 8) < 4), 10.0, -10.0).astype(np.float32)  # score 1
+    soft = (4.0 - np.hypot(yy - 8, xx - 8)).astype(np.float32)  # a ramp: |> 1| / |> -1| < 1
+    empty = np.full((16, 16), -5.0, np.float32)  # 0 / 0
+    options = [candidate(soft, 0.9), candidate(empty, 0.99), candidate(sharp, 0.1), candidate(soft, 0.5)]
+    chosen = select_candidate(MaskPrediction(logits=options[0].logits, iou=0.9, low_res_logits=soft,
+                                             candidates=options), "stability", None)
+    assert chosen is options[2]
