@@ -10,8 +10,9 @@ Each model runs as :class:`~samtrack.segmenters.sam_torch.SamTorch` prepares it 
 model's size through the image encoder. *Decoder*: one prompt set (one positive point, plus
 SAM's padding point) through the prompt encoder and mask decoder, all four low-res masks, no
 upscaling. Models sharing an architecture (``mobilesam-torch``, ``edgesam-3x``) are timed once.
-The variants run in turn, ``--repeats`` rounds after a warm-up, and the median is reported; CUDA
-timings synchronise the device. The load average is printed before and after: these machines are
+The models run in turn, ``--repeats`` rounds after a warm-up (so that the machine's drift hits
+them alike), and the median is reported, with the range in the log; CUDA timings synchronise
+the device. The load average is printed before and after: these machines are
 shared, so a number means little without it.
 """
 from __future__ import annotations
@@ -68,47 +69,67 @@ def _timed(fn, sync) -> float:
     return 1000 * (time.perf_counter() - started)
 
 
-def bench_model(name: str, device: str, precision: str, repeats: int, log) -> Row:
+class _Subject:
+    """One model prepared as SamTorch prepares it, with its input and one prompt set."""
+
+    def __init__(self, name: str, device: str, precision: str) -> None:
+        import torch
+
+        from ..segmenters.sam.build import REGISTRY
+        from ..segmenters.sam_torch import SamTorch
+
+        model = REGISTRY[name].builder().eval()  # random weights: the official compute
+        self.name = name
+        self.params_m = sum(p.numel() for p in model.parameters()) / 1e6
+        self.segmenter = SamTorch(model, name, device=device, unpadded=False, precision=precision, max_batch=1)
+        self.size = self.segmenter.model.prompt_encoder.input_image_size
+        gen = torch.Generator().manual_seed(0)
+        self.image = torch.randn(1, 3, *self.size, generator=gen).to(device).contiguous(
+            memory_format=self.segmenter._memory_format)
+        # One positive point and SAM's padding point, as a one-click decode is.
+        self.coords = torch.tensor([[[self.size[1] * 0.4, self.size[0] * 0.6], [0.0, 0.0]]], device=device)
+        self.labels = torch.tensor([[1, -1]], device=device)
+        with torch.inference_mode(), self.segmenter._autocast():
+            self.embedding = self.segmenter.model.encode(self.image)
+            self.image_pe = self.segmenter.model.prompt_encoder.get_dense_pe((self.size[0] // 16, self.size[1] // 16))
+        self.encoder_ms: list[float] = []
+        self.decoder_ms: list[float] = []
+
+    def encode(self) -> None:
+        self.segmenter.model.encode(self.image)
+
+    def decode(self) -> None:
+        self.segmenter.model.decode(self.embedding, self.coords, self.labels, image_pe=self.image_pe)
+
+
+def bench_models(names: list[str], device: str, precision: str, repeats: int, log) -> list[Row]:
+    """Median encoder and decoder times of each model; the models run in turn, round by round,
+    so that the machine's drift hits them alike."""
     import torch
 
-    from ..segmenters.sam.build import REGISTRY
-    from ..segmenters.sam_torch import SamTorch
-
-    model = REGISTRY[name].builder().eval()  # random weights: the official compute
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    segmenter = SamTorch(model, name, device=device, unpadded=False, precision=precision, max_batch=1)
-    size = segmenter.model.prompt_encoder.input_image_size
-    gen = torch.Generator().manual_seed(0)
-    image = torch.randn(1, 3, *size, generator=gen).to(device).contiguous(memory_format=segmenter._memory_format)
-    sam = segmenter.model
-    grid = (size[0] // 16, size[1] // 16)
-    coords = torch.tensor([[[size[1] * 0.4, size[0] * 0.6], [0.0, 0.0]]], device=device)
-    labels = torch.tensor([[1, -1]], device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    with torch.inference_mode(), segmenter._autocast():
-        embedding = sam.encode(image)
-        image_pe = sam.prompt_encoder.get_dense_pe(grid)
-
-        def encode() -> None:
-            sam.encode(image)
-
-        def decode() -> None:
-            sam.decode(embedding, coords, labels, image_pe=image_pe)
-
-        for fn in (encode, decode):  # warm-up (oneDNN / cuDNN pick their kernels)
-            fn()
-        enc, dec = [], []
+    subjects = [_Subject(name, device, precision) for name in names]
+    with torch.inference_mode():
+        for subject in subjects:  # warm-up (oneDNN / cuDNN pick their kernels)
+            with subject.segmenter._autocast():
+                subject.encode()
+                subject.decode()
         for _ in range(repeats):
-            enc.append(_timed(encode, sync))
-            dec.append(_timed(decode, sync))
-    row = Row(name, f"{size[1]}x{size[0]}", params, device, precision, statistics.median(enc), statistics.median(dec))
-    log(f"{name} {device} {precision}: encoder {row.encoder_ms:.1f} ms, decoder {row.decoder_ms:.2f} ms "
-        f"(spread {min(enc):.0f}-{max(enc):.0f} ms)")
-    del segmenter, sam, model, embedding
+            for subject in subjects:
+                with subject.segmenter._autocast():
+                    subject.encoder_ms.append(_timed(subject.encode, sync))
+                    subject.decoder_ms.append(_timed(subject.decode, sync))
+    rows = []
+    for s in subjects:
+        rows.append(Row(s.name, f"{s.size[1]}x{s.size[0]}", s.params_m, device, precision,
+                        statistics.median(s.encoder_ms), statistics.median(s.decoder_ms)))
+        log(f"{s.name} {device} {precision}: encoder {rows[-1].encoder_ms:.1f} ms "
+            f"({min(s.encoder_ms):.0f}-{max(s.encoder_ms):.0f}), decoder {rows[-1].decoder_ms:.2f} ms "
+            f"({min(s.decoder_ms):.1f}-{max(s.decoder_ms):.1f})")
+    del subjects
     if device == "cuda":
         torch.cuda.empty_cache()
-    return row
+    return rows
 
 
 def machine_line(threads: int | None) -> str:
@@ -162,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for device in devices:
         for precision in (["fp32", "fp16"] if device == "cuda" else ["fp32"]):
-            for name in names:
-                rows.append(bench_model(name, device, precision, args.repeats, log))
+            rows += bench_models(list(names), device, precision, args.repeats, log)
     load_after = os.getloadavg()
     print(f"machine: {machine_line(args.threads)}")
     print(f"load average (1, 5, 15 min): before {', '.join(f'{v:.2f}' for v in load_before)}; "
