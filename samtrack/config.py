@@ -23,13 +23,14 @@ from .fileio import read_input_text
 PointMethod = Literal["random", "kmedoids", "shi-tomasi", "mixed"]
 SegmenterName = Literal[
     "mobilesam-onnx", "mobilesam",
-    # EfficientViT-SAM and EfficientSAM (PyTorch; samtrack/segmenters/sam/build.py REGISTRY).
+    # The lightweight SAM family (PyTorch; samtrack/segmenters/sam/build.py REGISTRY).
     "efficientvit-sam-l0", "efficientvit-sam-l1", "efficientvit-sam-l2", "efficientvit-sam-xl0", "efficientvit-sam-xl1",
     "efficientsam-vitt", "efficientsam-vits",
+    "repvit-sam", "edgesam", "edgesam-3x",
 ]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "fp16", "bf16"]
-MultimaskChoice = Literal["off", "best_iou", "consistent"]
+MultimaskChoice = Literal["off", "best_iou", "consistent", "stability"]
 
 # Integers go on to OpenCV and numpy as int32; a bigger one is a typo, not a setting.
 INT_LIMIT = 2**31 - 1
@@ -168,7 +169,8 @@ class SegmenterConfig:
     # 16 calls on 2 cores, and unlimited on CUDA/MPS.
     max_batch: int | None = knob(None, ge=1)
     # PyTorch only: which MobileSAM weights: auto (the official checkpoint when cached, else
-    # the ones converted from the ONNX pair), mobilesam (official) or mobilesam-torch.
+    # the ones converted from the ONNX pair), mobilesam (official) or mobilesam-torch. The other
+    # PyTorch models have one official checkpoint each (auto).
     weights: Literal["auto", "mobilesam", "mobilesam-torch"] = "auto"
     # A folder caching frame embeddings on disk (for benchmarks and ablations); None = off.
     embedding_cache: str | None = None
@@ -195,8 +197,9 @@ class DecodeConfig:
     merge_threshold: float = 0.0
     # Choose each object's final mask among all of SAM's outputs (needs the PyTorch segmenter):
     # off (the single-mask output, or the best multimask one for one-token prompts, as SAM's
-    # ONNX export does), best_iou (the multimask output with the highest predicted IoU), or
-    # consistent (the output that best overlaps the object's mask on the frame before).
+    # ONNX export does), best_iou (the multimask output with the highest predicted IoU),
+    # consistent (the output that best overlaps the object's mask on the frame before), or
+    # stability (the output, of all four, with the highest stability score: EdgeSAM's demo's rule).
     multimask: MultimaskChoice = "off"
 
 

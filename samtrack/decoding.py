@@ -98,10 +98,18 @@ class DecodePasses:
 def select_candidate(prediction: MaskPrediction, how: str, previous: np.ndarray | None) -> MaskPrediction:
     """Replace a prediction by one of its candidates (single-mask output first, then the three
     multimask ones): ``best_iou`` the multimask output with the highest predicted IoU;
-    ``consistent`` the output whose mask overlaps ``previous`` best (unchanged without one)."""
+    ``consistent`` the output whose mask overlaps ``previous`` best (unchanged without one);
+    ``stability`` the output, of all four, whose low-res logits have the highest stability score
+    (EdgeSAM's demo picks its mask so; the prediction keeps its own predicted IoU)."""
     options = prediction.candidates
     if how == "best_iou":
         return max(options[1:], key=lambda c: c.iou)
+    if how == "stability":
+        from .automask import stability_score
+
+        # SAM's offset (1.0 around the 0 threshold); an empty mask's 0/0 ranks last.
+        scores = stability_score(np.stack([c.low_res_logits for c in options]), 0.0, 1.0)
+        return options[int(np.argmax(np.nan_to_num(scores, nan=-1.0)))]
     if how == "consistent" and previous is not None and previous.any():
         return max(options, key=lambda c: _iou(c.mask, previous))
     return prediction

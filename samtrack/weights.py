@@ -289,6 +289,57 @@ REGISTRY: dict[str, ModelSpec] = {
             derived_from="mobilesam-onnx",
         ),
         *_SAM_FAMILY,
+        ModelSpec(
+            name="repvit-sam",
+            description="RepViT-SAM official checkpoint (RepViT-M2.3 encoder + SAM mask decoder)",
+            licence="Apache-2.0",
+            source="https://github.com/THU-MIG/RepViT/tree/main/sam",
+            files=(
+                WeightFile(
+                    "repvit_sam.pt",
+                    # A release asset (the URL the official README gives): no sha256, size or
+                    # blob id is published for it, so the first download is pinned.
+                    size=None,
+                    sha256=None,
+                    url="https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_sam.pt",
+                    pin_note="a GitHub release asset: no sha256, size or blob id is published for it",
+                ),
+            ),
+        ),
+        ModelSpec(
+            name="edgesam",
+            description="EdgeSAM official checkpoint (RepViT-M1 encoder + SAM mask decoder, 1 % of SA-1B)",
+            licence="S-Lab License 1.0 (non-commercial)",
+            source="https://github.com/chongzhou96/EdgeSAM",
+            files=(
+                WeightFile(
+                    "edge_sam.pth",
+                    # sha256 from the Git LFS pointer of chongzhou/EdgeSAM (the authors' model
+                    # repository, commit e056412, "Upload 10 files"); its size is published only
+                    # rounded (38.8 MB), so the exact size is not checked. The README's URL, the
+                    # Space chongzhou/EdgeSAM, serves the same name.
+                    size=None,
+                    sha256="439b086a20ab6fba90c12cba32e0001ba3aa726da5791ff8738acdd440330991",
+                    url="https://huggingface.co/chongzhou/EdgeSAM/resolve/main/edge_sam.pth",
+                ),
+            ),
+        ),
+        ModelSpec(
+            name="edgesam-3x",
+            description="EdgeSAM-3x official checkpoint (EdgeSAM trained on 3 % of SA-1B)",
+            licence="S-Lab License 1.0 (non-commercial)",
+            source="https://github.com/chongzhou96/EdgeSAM",
+            files=(
+                WeightFile(
+                    "edge_sam_3x.pth",
+                    # The official README's URL, at the Space's commit 65665c1 whose Git LFS
+                    # pointer gives this sha256 (size published only as 38.8 MB).
+                    size=None,
+                    sha256="5a3e3261da9e2f4c8154410885689ae57d09cbf4cf5d0c848b9d80b6df336ece",
+                    url="https://huggingface.co/spaces/chongzhou/EdgeSAM/resolve/65665c19b35bbd77fbf0d49de7dcdffa7e8b7ff0/weights/edge_sam_3x.pth",
+                ),
+            ),
+        ),
         *(
             ModelSpec(
                 name=name,
@@ -591,7 +642,7 @@ def _copy_verified(src: IO[bytes], dest: Path, wf: WeightFile, origin: str, anno
             out.write(chunk)
     expected_size = "?" if wf.size is None else wf.size
     if wf.sha256 is not None:
-        if size != wf.size or digest.hexdigest() != wf.sha256:
+        if (wf.size is not None and size != wf.size) or digest.hexdigest() != wf.sha256:
             raise WeightsError(
                 f"{origin}: {wf.name} does not match the registry (got {size} bytes, sha256 "
                 f"{digest.hexdigest()[:12]}...; expected {expected_size} bytes, {wf.sha256[:12]}...)"

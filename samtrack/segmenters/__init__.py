@@ -55,10 +55,12 @@ def _torch(config: SegmenterConfig, log) -> Segmenter:
 
 # Segmenter name -> builder. A new model family is a module and a line here.
 SEGMENTERS = {"mobilesam-onnx": _onnx, "mobilesam": _torch}
-# EfficientViT-SAM and EfficientSAM: our PyTorch models on their official checkpoints.
+# The lightweight SAM family: our PyTorch models on their official checkpoints.
 SEGMENTERS.update({name: _torch for name in (
     "efficientvit-sam-l0", "efficientvit-sam-l1", "efficientvit-sam-l2", "efficientvit-sam-xl0", "efficientvit-sam-xl1",
-    "efficientsam-vitt", "efficientsam-vits")})
+    "efficientsam-vitt", "efficientsam-vits",
+    "repvit-sam", "edgesam", "edgesam-3x",
+)})
 
 
 def build_segmenter(config: SegmenterConfig, log=print) -> Segmenter:

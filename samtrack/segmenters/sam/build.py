@@ -21,6 +21,7 @@ from .modeling import MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransforme
 from .modeling.efficientsam_vit import EfficientSamViT
 from .modeling.efficientvit import CONFIGS as EFFICIENTVIT_CONFIGS
 from .modeling.efficientvit import EfficientViTSamImageEncoder
+from .modeling.repvit import REPVIT_M1, REPVIT_M2_3, RepViT
 
 IMAGE_SIZE = 1024
 EMBED_DIM = 256
@@ -115,6 +116,21 @@ def _efficientvit_inputs(size: int) -> InputSpec:
 EFFICIENTSAM_INPUTS = InputSpec(resize="square", any_aspect=False, mask_prompts=False, prompt_length=6,
                                 upscale="bicubic")
 
+def build_repvit_sam() -> Sam:
+    """RepViT-SAM: RepViT-M2.3 (Wang et al., 2023), its last stage kept at 1/16, with SAM's prompt
+    encoder and mask decoder."""
+    encoder = RepViT(REPVIT_M2_3, repvgg_post_bn=True, last_stride=1, fuse_stages=False, out_chans=EMBED_DIM)
+    return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16))
+
+
+def build_edgesam() -> Sam:
+    """EdgeSAM: RepViT-M1 (Zhou et al., 2023) to 1/32 with its 1/16 + 1/32 stage fusion, and
+    SAM's prompt encoder and mask decoder (same layout; EdgeSAM retrains their weights)."""
+    encoder = RepViT(REPVIT_M1, repvgg_post_bn=False, last_stride=2, fuse_stages=True, upsample_mode="bicubic",
+                     out_chans=EMBED_DIM)
+    return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16))
+
+
 REGISTRY: dict[str, SamEntry] = {
     # The official checkpoint (mobile_sam.pt) and the same weights converted from the ONNX
     # export (the only MobileSAM weights that can be fetched without GitHub).
@@ -130,6 +146,10 @@ REGISTRY: dict[str, SamEntry] = {
                                   inputs=EFFICIENTSAM_INPUTS, checkpoint_name="efficient_sam_vitt.pt"),
     "efficientsam-vits": SamEntry(partial(build_efficientsam, 384, 6), weights="efficientsam-vits",
                                   inputs=EFFICIENTSAM_INPUTS, checkpoint_name="efficient_sam_vits.pt.zip"),
+    "repvit-sam": SamEntry(build_repvit_sam, weights="repvit-sam", checkpoint_name="repvit_sam.pt"),
+    # EdgeSAM and EdgeSAM-3x: one architecture, trained on 1 % and 3 % of SA-1B.
+    "edgesam": SamEntry(build_edgesam, weights="edgesam", checkpoint_name="edge_sam.pth"),
+    "edgesam-3x": SamEntry(build_edgesam, weights="edgesam-3x", checkpoint_name="edge_sam_3x.pth"),
 }
 
 
@@ -162,8 +182,30 @@ def build_sam(name: str, checkpoint: str | Path | None = None) -> Sam:
 
 
 def load_checkpoint(model: Sam, path: str | Path) -> None:
-    """Load a state_dict file into ``model`` strictly and without unpickling code."""
-    torch_models.load_checkpoint(model, path, what=_describe(model))
+    """Load a state_dict file into ``model`` strictly and without unpickling code. A checkpoint
+    of another registered architecture is named as such (not as a list of mismatched keys)."""
+    state = torch_models.read_state_dict(path)
+    try:
+        torch_models.load_state_dict(model, state, origin=str(path), what=_describe(model))
+    except WeightsError:
+        fits = architectures_fitting(state)
+        if not fits:
+            raise
+        raise WeightsError(f"this is a checkpoint of {' / '.join(fits)}, not of the {_describe(model)} being built; "
+                           f"choose that model (--segmenter {fits[0]})", path) from None
+
+
+def architectures_fitting(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The registered models whose state_dict layout (every key and shape) ``state`` has."""
+    layout = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    found, seen = [], {}
+    for name, entry in REGISTRY.items():
+        if entry.builder not in seen:
+            with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+                seen[entry.builder] = {k: tuple(v.shape) for k, v in entry.builder().state_dict().items()}
+        if seen[entry.builder] == layout:
+            found.append(name)
+    return found
 
 
 def load_state_dict(model: Sam, state: Mapping[str, torch.Tensor], origin: str = "state_dict") -> None:
