@@ -21,7 +21,10 @@ from .errors import ConfigError, one_line, show, show_path
 from .fileio import read_input_text
 
 PointMethod = Literal["random", "kmedoids", "shi-tomasi", "mixed"]
-SegmenterName = Literal["mobilesam-onnx", "mobilesam"]
+SegmenterName = Literal[
+    "mobilesam-onnx", "mobilesam",
+    "sam-vit-b", "sam-vit-l", "sam-vit-h", "hq-sam-vit-b", "hq-sam-vit-l", "hq-sam-vit-h", "light-hq-sam",
+]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "fp16", "bf16"]
 MultimaskChoice = Literal["off", "best_iou", "consistent"]

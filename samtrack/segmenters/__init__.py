@@ -55,6 +55,9 @@ def _torch(config: SegmenterConfig, log) -> Segmenter:
 
 # Segmenter name -> builder. A new model family is a module and a line here.
 SEGMENTERS = {"mobilesam-onnx": _onnx, "mobilesam": _torch}
+# SAM ViT-B/L/H, HQ-SAM ViT-B/L/H and Light HQ-SAM: our PyTorch SAM on their official checkpoints.
+SEGMENTERS.update({name: _torch for name in (
+    "sam-vit-b", "sam-vit-l", "sam-vit-h", "hq-sam-vit-b", "hq-sam-vit-l", "hq-sam-vit-h", "light-hq-sam")})
 
 
 def build_segmenter(config: SegmenterConfig, log=print) -> Segmenter:

@@ -18,11 +18,14 @@ class ImageEmbedding:
         original_size: ``(H, W)`` of the frame that was encoded.
         input_size: ``(h, w)`` of the frame after resizing its longest side to the model's
             input size, before padding.
+        early_features: an early encoder feature map that the decoder fuses too (HQ-SAM:
+            ``[1, C, h, w]`` on the embedding's grid); None for other models.
     """
 
     features: Any
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    early_features: Any = None
 
     def numpy(self) -> np.ndarray:
         """The features as a float32 NumPy array (copied off an accelerator if need be)."""

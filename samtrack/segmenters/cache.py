@@ -37,13 +37,15 @@ class EmbeddingCache:
                     features=data["features"],
                     original_size=tuple(int(v) for v in data["original_size"]),
                     input_size=tuple(int(v) for v in data["input_size"]),
+                    early_features=data["early_features"] if "early_features" in data else None,
                 )
         embedding = self.segmenter.encode(image)
         self.misses += 1
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as f:
+            early = {} if embedding.early_features is None else {"early_features": _as_numpy(embedding.early_features)}
             np.savez(f, features=embedding.numpy(), original_size=embedding.original_size,
-                     input_size=embedding.input_size)
+                     input_size=embedding.input_size, **early)
         return embedding
 
     def decode(self, embedding: ImageEmbedding, points=None, labels=None, box=None, mask_input=None) -> MaskPrediction:
@@ -51,6 +53,12 @@ class EmbeddingCache:
 
     def decode_batch(self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False) -> list[MaskPrediction]:
         return self.segmenter.decode_batch(embedding, prompts, candidates=candidates)
+
+
+def _as_numpy(array) -> np.ndarray:
+    if hasattr(array, "detach"):  # a torch tensor, possibly on a GPU
+        array = array.detach().float().cpu().numpy()
+    return np.asarray(array, np.float32)
 
 
 class RecentEmbeddings:

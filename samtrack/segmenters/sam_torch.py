@@ -93,16 +93,22 @@ class SamTorch:
         """Build ``config.name`` with its weights: ``config.checkpoint`` (a state_dict file), or
         the cache (see ``SegmenterConfig.weights``); the choice of weights and device is logged."""
         require_torch()
-        from .sam.build import build_sam, cached_checkpoint
+        from .sam.build import REGISTRY, build_sam, cached_checkpoint
 
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         device = pick_device(config.device)
-        entry_name = _pick_weights(config.weights) if config.checkpoint is None else ""
+        entry = REGISTRY[config.name]
+        if config.name != "mobilesam" and config.weights != "auto":
+            raise ConfigError(f"segmenter.weights={config.weights} chooses MobileSAM's weights; {config.name} has one checkpoint")
+        # segmenter.weights picks among MobileSAM's two sets; every other model has one.
+        entry_name = "" if config.checkpoint is not None else (
+            _pick_weights(config.weights) if config.name == "mobilesam" else config.name)
+        (example,) = weights.get_spec(entry.weights).files
         path, source = torch_models.checkpoint_choice(
-            config.checkpoint, lambda: cached_checkpoint(entry_name, log=log), entry_name, "mobile_sam.pt")
+            config.checkpoint, lambda: cached_checkpoint(entry_name, log=log), entry_name, example.name)
         model = build_sam(config.name, path)
-        unpadded = True if config.unpadded is None else config.unpadded
+        unpadded = entry.unpadded if config.unpadded is None else config.unpadded
         log(f"segmenter {config.name}: {source} on {device}, frames {'unpadded' if unpadded else 'padded to the square'}"
             f"{'' if config.precision == 'fp32' else ', ' + config.precision}")
         return cls(model, config.name, device=device, unpadded=unpadded, precision=config.precision,
@@ -124,8 +130,9 @@ class SamTorch:
         tensor, input_size = transforms.preprocess(image, self._size, multiple=STRIDE if self.unpadded else None)
         with self._autocast():
             images = torch.from_numpy(tensor).to(self.device).contiguous(memory_format=self._memory_format)
-            features = self.model.encode(images).contiguous()
-        return ImageEmbedding(features=features.float(), original_size=image.shape[:2], input_size=input_size)
+            features, early = self.model.encode_with_early(images)
+        return ImageEmbedding(features=features.contiguous().float(), original_size=image.shape[:2], input_size=input_size,
+                              early_features=None if early is None else early.contiguous().float())
 
     # -- decoding ------------------------------------------------------------------------------
 
@@ -158,6 +165,15 @@ class SamTorch:
         if not isinstance(features, torch.Tensor):  # e.g. from an on-disk embedding cache
             features = torch.from_numpy(np.asarray(features, np.float32))
         features = features.to(self.device)
+        early = None
+        if self.model.uses_early_features:
+            early = embedding.early_features
+            if early is None:
+                raise ValueError(f"{self.name} decodes from its encoder's early features; this embedding has none "
+                                 "(made by another segmenter?)")
+            if not isinstance(early, torch.Tensor):
+                early = torch.from_numpy(np.asarray(early, np.float32))
+            early = early.to(self.device)
         grid = tuple(features.shape[-2:])
         low_res_shape = (4 * grid[0], 4 * grid[1])
         coords, labels, valid = transforms.batch_prompt_tokens(prompts, embedding.original_size, self._size)
@@ -180,6 +196,7 @@ class SamTorch:
                 has_mask=has_mask,
                 token_mask=None if valid.all() else torch.from_numpy(valid).to(self.device),
                 image_pe=image_pe,
+                early_features=early,
             )
         masks, iou = masks.float(), iou.float()
         chosen = single_mask_choice(iou, torch.from_numpy(lengths).to(iou.device))

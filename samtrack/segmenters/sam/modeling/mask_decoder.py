@@ -1,6 +1,12 @@
 """SAM's mask decoder: four mask tokens and an IoU token, run through the two-way transformer
 with the prompt tokens, become four masks (token 0 the single-mask output, tokens 1-3 the
-multimask outputs) and their predicted IoUs."""
+multimask outputs) and their predicted IoUs.
+
+HQ-SAM (Ke et al., 2023) is an option of the same decoder (``hq_early_dim``): a fifth output
+token (``hf_token``, its own hypernetwork ``hf_mlp``) predicts a mask from high-resolution
+features that fuse an early encoder feature map with the embedding; that mask is added to each of
+SAM's four (the official decoder's output when ``hq_token_only`` is off, its default).
+"""
 from __future__ import annotations
 
 import torch
@@ -18,6 +24,8 @@ class MaskDecoder(nn.Module):
         transformer: the two-way transformer.
         num_multimask_outputs: ambiguity-aware outputs (plus the single-mask token).
         iou_head_depth, iou_head_hidden_dim: the IoU prediction MLP.
+        hq_early_dim: HQ-SAM's option: the channels of the early encoder features it fuses
+            (ViT: the embedding width; Light HQ-SAM's TinyViT: 160); None for SAM's decoder.
     """
 
     def __init__(
@@ -27,6 +35,7 @@ class MaskDecoder(nn.Module):
         num_multimask_outputs: int = 3,
         iou_head_depth: int = 3,
         iou_head_hidden_dim: int = 256,
+        hq_early_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -44,6 +53,27 @@ class MaskDecoder(nn.Module):
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+        self.hq = hq_early_dim is not None
+        if self.hq:
+            d = transformer_dim
+            self.hf_token = nn.Embedding(1, d)
+            self.hf_mlp = MLP(d, d, d // 8, 3)
+            # Early features and the embedding, both upsampled 4x to the mask features' grid.
+            self.compress_vit_feat = nn.Sequential(
+                nn.ConvTranspose2d(hq_early_dim, d, kernel_size=2, stride=2),
+                LayerNorm2d(d),
+                nn.GELU(),
+                nn.ConvTranspose2d(d, d // 8, kernel_size=2, stride=2),
+            )
+            self.embedding_encoder = nn.Sequential(
+                nn.ConvTranspose2d(d, d // 4, kernel_size=2, stride=2),
+                LayerNorm2d(d // 4),
+                nn.GELU(),
+                nn.ConvTranspose2d(d // 4, d // 8, kernel_size=2, stride=2),
+            )
+            self.embedding_maskfeature = nn.Sequential(
+                nn.Conv2d(d // 8, d // 4, 3, 1, 1), LayerNorm2d(d // 4), nn.GELU(), nn.Conv2d(d // 4, d // 8, 3, 1, 1)
+            )
 
     def forward(
         self,
@@ -52,6 +82,7 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         token_mask: torch.Tensor | None = None,
+        early_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All four masks of ``B`` prompt sets against one image.
 
@@ -61,12 +92,17 @@ class MaskDecoder(nn.Module):
             sparse_prompt_embeddings: ``[B, N, C]``.
             dense_prompt_embeddings: ``[B, C, h, w]``.
             token_mask: ``[B, N]`` bool, False for batch padding among the sparse tokens.
+            early_features: HQ-SAM only (required there): the encoder's early features,
+                ``[1, hq_early_dim, h, w]`` (or ``[B, ...]``, as ``image_embeddings``).
 
         Returns:
             ``(masks, iou)``: ``[B, 4, 4h, 4w]`` logits and ``[B, 4]``.
         """
         batch = sparse_prompt_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        if self.hq and early_features is None:
+            raise ValueError("HQ-SAM's decoder needs the encoder's early features")
+        extra = [self.hf_token.weight] if self.hq else []
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight, *extra], dim=0)
         tokens = torch.cat([output_tokens[None].expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
         if token_mask is not None:
             token_mask = torch.cat([token_mask.new_ones((batch, len(output_tokens))), token_mask], dim=1)
@@ -80,6 +116,13 @@ class MaskDecoder(nn.Module):
         hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
         b, c_up, h_up, w_up = upscaled.shape
         masks = (hyper @ upscaled.reshape(b, c_up, h_up * w_up)).reshape(b, -1, h_up, w_up)
+        if self.hq:
+            # Per image, not per prompt: the fused features do not depend on the prompt.
+            hq_features = self.embedding_encoder(image_embeddings) + self.compress_vit_feat(early_features)
+            hq_up = self.embedding_maskfeature(upscaled) + hq_features
+            hq_hyper = self.hf_mlp(hs[:, 1 + self.num_mask_tokens])
+            hq_mask = (hq_hyper[:, None] @ hq_up.reshape(-1, c_up, h_up * w_up)).reshape(b, 1, h_up, w_up)
+            masks = masks + hq_mask
         return masks, self.iou_prediction_head(iou_out)
 
 
