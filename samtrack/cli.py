@@ -105,7 +105,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="weights to use instead of the cache: a folder with encoder.onnx and sam.onnx "
                                         "(mobilesam-onnx), or a state_dict file such as mobile_sam.pt (mobilesam)")
     p.add_argument("--segmenter", choices=get_args(SegmenterName),
-                   help="mobilesam-onnx (ONNX on OpenVINO or onnxruntime, the default) or mobilesam (PyTorch: pip install 'samtrack[torch]')")
+                   help="mobilesam-onnx (ONNX on OpenVINO or onnxruntime, the default) or a PyTorch SAM (pip install "
+                        "'samtrack[torch]'): mobilesam, sam-vit-b/l/h, hq-sam-vit-b/l/h, light-hq-sam")
     p.add_argument("--device", choices=get_args(Device), help="PyTorch segmenters: where to run [auto: cuda, mps, else cpu]")
     p.add_argument("--tracker", choices=("auto", "lk", *LEARNED),
                    help="point tracker [auto: cotracker3 where PyTorch sees a CUDA device, else lk]; cotracker3 and "

@@ -140,7 +140,8 @@ class TrackerConfig:
 
 @dataclass
 class SegmenterConfig:
-    # mobilesam-onnx: the ONNX pair on onnxruntime; mobilesam: our PyTorch model.
+    # mobilesam-onnx: the ONNX pair on onnxruntime; the others: our PyTorch SAM (mobilesam,
+    # sam-vit-b/l/h, hq-sam-vit-b/l/h, light-hq-sam; each on its official checkpoint).
     name: SegmenterName = "mobilesam-onnx"
     # A directory (ONNX) or state_dict file (PyTorch) with the weights; None = the weights
     # cache (fetched on first use).
@@ -156,8 +157,9 @@ class SegmenterConfig:
     precision: Precision = "fp32"
     # Encode a frame at its own aspect (sides padded to multiples of 16) instead of padded to
     # the 1024 square: a 16:9 frame then costs 57 % of the square's encoder work. null = the
-    # segmenter's choice: the PyTorch ones encode unpadded (J&F 0.755 against 0.743 padded on the
-    # shared DAVIS sequences, mean of 3 seeds); mobilesam-onnx does where PyTorch is installed
+    # segmenter's choice: the PyTorch TinyViT ones encode unpadded (J&F 0.755 against 0.743 padded
+    # on the shared DAVIS sequences, mean of 3 seeds), the ViTs (sam-vit-*, hq-sam-vit-*) pad, as
+    # the official model (unpadded ViT is not measured); mobilesam-onnx does where PyTorch is installed
     # to export its graphs once per frame size (J&F 0.763 against 0.744), else pads.
     unpadded: bool | None = None
     # PyTorch only: at most this many prompt sets per decoder call (a frame's objects are
