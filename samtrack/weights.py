@@ -742,6 +742,9 @@ def _manual_hint(spec: ModelSpec) -> str:
         )
     urls = " and ".join(wf.url for wf in spec.files if wf.url)
     each = " for each" if len(spec.files) > 1 else ""
+    if all(wf.announced and wf.sha256 is None for wf in spec.files):
+        # Nothing vouches for a copy made by hand, so it cannot enter the cache.
+        return f"download {urls} by hand and pass it as --checkpoint FILE"
     return f"download {urls} by hand and run `samtrack weights import FILE{name}`{each}"
 
 

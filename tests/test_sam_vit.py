@@ -297,7 +297,8 @@ def test_hq_download_is_refused_when_nothing_or_something_else_is_announced(tmp_
     home = tmp_path / "home"
     monkeypatch.setenv("SAMTRACK_HOME", str(home))
     monkeypatch.setattr(weights, "_urlopen", FakeHub(BLOB, headers()))
-    with pytest.raises(WeightsError, match="announced no sha256 to verify sam_hq_vit_tiny.pth by"):
+    with pytest.raises(WeightsError, match="announced no sha256 to verify sam_hq_vit_tiny.pth by; download "
+                                           ".* by hand and pass it as --checkpoint FILE"):
         weights.fetch("light-hq-sam", log=lambda _: None)
     monkeypatch.setattr(weights, "_urlopen", FakeHub(BLOB, headers(X_Linked_Etag=f'"{"0" * 64}"')))
     with pytest.raises(WeightsError, match="does not match the registry"):
@@ -308,3 +309,11 @@ def test_hq_download_is_refused_when_nothing_or_something_else_is_announced(tmp_
     copy.write_bytes(BLOB)
     with pytest.raises(WeightsError, match="no published hash to check a copy by.*--checkpoint"):
         weights.import_file("light-hq-sam", copy)
+
+
+def test_mobilesam_weights_choice_is_refused_for_other_models() -> None:
+    from samtrack.config import SegmenterConfig
+    from samtrack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="segmenter.weights=mobilesam-torch chooses MobileSAM's weights; sam-vit-b"):
+        SamTorch.from_config(SegmenterConfig(name="sam-vit-b", weights="mobilesam-torch", device="cpu"))
