@@ -317,3 +317,17 @@ def test_mobilesam_weights_choice_is_refused_for_other_models() -> None:
 
     with pytest.raises(ConfigError, match="segmenter.weights=mobilesam-torch chooses MobileSAM's weights; sam-vit-b"):
         SamTorch.from_config(SegmenterConfig(name="sam-vit-b", weights="mobilesam-torch", device="cpu"))
+
+
+def test_embedding_cache_keeps_the_early_features(tmp_path: Path) -> None:
+    from samtrack.segmenters.cache import EmbeddingCache
+
+    sam, _ = _ours("hq_sam_vit")
+    cached = EmbeddingCache(SamTorch(sam, "hq-sam-vit-b"), tmp_path)
+    frame = np.random.default_rng(3).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    fresh, again = cached.encode(frame), cached.encode(frame)
+    assert (cached.misses, cached.hits) == (1, 1)
+    np.testing.assert_array_equal(np.asarray(again.early_features), fresh.early_features.numpy())
+    a = cached.decode(fresh, np.array([[10.0, 10.0]]), np.array([1]))
+    b = cached.decode(again, np.array([[10.0, 10.0]]), np.array([1]))
+    np.testing.assert_array_equal(a.low_res_logits, b.low_res_logits)
