@@ -331,3 +331,21 @@ def test_embedding_cache_keeps_the_early_features(tmp_path: Path) -> None:
     a = cached.decode(fresh, np.array([[10.0, 10.0]]), np.array([1]))
     b = cached.decode(again, np.array([[10.0, 10.0]]), np.array([1]))
     np.testing.assert_array_equal(a.low_res_logits, b.low_res_logits)
+
+
+def test_api_takes_the_names_too(tmp_path: Path, monkeypatch) -> None:
+    """VideoPredictor.from_config with segmenter.name=hq-sam-vit-b (reduced, RANDOM weights):
+    a click, then two propagated frames."""
+    from samtrack import VideoPredictor
+
+    monkeypatch.setitem(build.REGISTRY, "hq-sam-vit-b", _reduced_entry("hq-sam-vit-b"))
+    checkpoint = tmp_path / "random.pth"
+    torch.save(g.random_state_dict(build.REGISTRY["hq-sam-vit-b"].builder().state_dict()), checkpoint)
+    predictor = VideoPredictor.from_config("samtrack", [
+        "segmenter.name=hq-sam-vit-b", f"segmenter.checkpoint={checkpoint}", "segmenter.device=cpu",
+        "video.max_frames=2"], log=lambda _: None)
+    assert predictor.pipeline.segmenter.name == "hq-sam-vit-b"
+    state = predictor.init_state(REPO / "examples" / "bear.mp4")
+    preview = predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=[[311, 290]], labels=[1])
+    assert preview.mask(1).shape == (480, 854)
+    assert [r.frame_index for r in predictor.propagate_in_video(state)] == [0, 1]
