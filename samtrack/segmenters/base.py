@@ -29,10 +29,14 @@ class ImageEmbedding:
 
     def numpy(self) -> np.ndarray:
         """The features as a float32 NumPy array (copied off an accelerator if need be)."""
-        features = self.features
-        if hasattr(features, "detach"):  # a torch tensor, possibly on a GPU
-            features = features.detach().float().cpu().numpy()
-        return np.asarray(features, dtype=np.float32)
+        return as_numpy(self.features)
+
+
+def as_numpy(array: Any) -> np.ndarray:
+    """A NumPy array or a torch tensor (possibly on a GPU) as a float32 NumPy array."""
+    if hasattr(array, "detach"):
+        array = array.detach().float().cpu().numpy()
+    return np.asarray(array, dtype=np.float32)
 
 
 @dataclass

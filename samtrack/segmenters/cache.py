@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..outputs import atomic_write
-from .base import ImageEmbedding, MaskPrediction, Prompt, Segmenter
+from .base import ImageEmbedding, MaskPrediction, Prompt, Segmenter, as_numpy
 
 
 class EmbeddingCache:
@@ -43,7 +43,7 @@ class EmbeddingCache:
         self.misses += 1
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as f:
-            early = {} if embedding.early_features is None else {"early_features": _as_numpy(embedding.early_features)}
+            early = {} if embedding.early_features is None else {"early_features": as_numpy(embedding.early_features)}
             np.savez(f, features=embedding.numpy(), original_size=embedding.original_size,
                      input_size=embedding.input_size, **early)
         return embedding
@@ -53,12 +53,6 @@ class EmbeddingCache:
 
     def decode_batch(self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False) -> list[MaskPrediction]:
         return self.segmenter.decode_batch(embedding, prompts, candidates=candidates)
-
-
-def _as_numpy(array) -> np.ndarray:
-    if hasattr(array, "detach"):  # a torch tensor, possibly on a GPU
-        array = array.detach().float().cpu().numpy()
-    return np.asarray(array, np.float32)
 
 
 class RecentEmbeddings:
