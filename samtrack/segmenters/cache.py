@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..outputs import atomic_write
-from .base import ImageEmbedding, MaskPrediction, Prompt, Segmenter
+from .base import ImageEmbedding, MaskPrediction, Prompt, Segmenter, as_numpy
 
 
 class EmbeddingCache:
@@ -37,13 +37,15 @@ class EmbeddingCache:
                     features=data["features"],
                     original_size=tuple(int(v) for v in data["original_size"]),
                     input_size=tuple(int(v) for v in data["input_size"]),
+                    early_features=data["early_features"] if "early_features" in data else None,
                 )
         embedding = self.segmenter.encode(image)
         self.misses += 1
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as f:
+            early = {} if embedding.early_features is None else {"early_features": as_numpy(embedding.early_features)}
             np.savez(f, features=embedding.numpy(), original_size=embedding.original_size,
-                     input_size=embedding.input_size)
+                     input_size=embedding.input_size, **early)
         return embedding
 
     def decode(self, embedding: ImageEmbedding, points=None, labels=None, box=None, mask_input=None) -> MaskPrediction:

@@ -122,7 +122,7 @@ class SamTorch:
         path, source = torch_models.checkpoint_choice(
             config.checkpoint, lambda: cached_checkpoint(entry_name, log=log), entry_name, entry.checkpoint_name)
         model = build_sam(config.name, path)
-        unpadded = entry.inputs.any_aspect if config.unpadded is None else config.unpadded
+        unpadded = (entry.unpadded and entry.inputs.any_aspect) if config.unpadded is None else config.unpadded
         log(f"segmenter {config.name}: {source} on {device}, frames {'unpadded' if unpadded else 'padded to the square'}"
             f"{'' if config.precision == 'fp32' else ', ' + config.precision}")
         if not entry.inputs.mask_prompts:
@@ -150,8 +150,9 @@ class SamTorch:
         tensor, input_size = transforms.preprocess_spec(image, self.inputs, multiple=multiple if self.unpadded else None)
         with self._autocast():
             images = torch.from_numpy(tensor).to(self.device).contiguous(memory_format=self._memory_format)
-            features = self.model.encode(images).contiguous()
-        return ImageEmbedding(features=features.float(), original_size=image.shape[:2], input_size=input_size)
+            features, early = self.model.encode_with_early(images)
+        return ImageEmbedding(features=features.contiguous().float(), original_size=image.shape[:2], input_size=input_size,
+                              early_features=None if early is None else early.contiguous().float())
 
     # -- decoding ------------------------------------------------------------------------------
 
@@ -184,6 +185,15 @@ class SamTorch:
         if not isinstance(features, torch.Tensor):  # e.g. from an on-disk embedding cache
             features = torch.from_numpy(np.asarray(features, np.float32))
         features = features.to(self.device)
+        early = None
+        if self.model.uses_early_features:
+            early = embedding.early_features
+            if early is None:
+                raise ValueError(f"{self.name} decodes from its encoder's early features; this embedding has none "
+                                 "(made by another segmenter?)")
+            if not isinstance(early, torch.Tensor):
+                early = torch.from_numpy(np.asarray(early, np.float32))
+            early = early.to(self.device)
         grid = tuple(features.shape[-2:])
         low_res_shape = (4 * grid[0], 4 * grid[1])
         coords, labels, valid = transforms.batch_prompt_tokens(prompts, embedding.original_size, spec=self.inputs)
@@ -213,6 +223,7 @@ class SamTorch:
                 # A fixed-length layout's padding takes part in attention, as in its reference.
                 token_mask=None if fixed_length or valid.all() else torch.from_numpy(valid).to(self.device),
                 image_pe=image_pe,
+                early_features=early,
             )
         masks, iou = masks.float(), iou.float()
         chosen = single_mask_choice(iou, torch.from_numpy(lengths).to(iou.device))

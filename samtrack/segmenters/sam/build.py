@@ -17,7 +17,7 @@ from samtrack import torch_models, weights
 from samtrack.errors import WeightsError
 from samtrack.segmenters.transforms import SAM_INPUTS, InputSpec
 
-from .modeling import MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
+from .modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
 from .modeling.efficientsam_vit import EfficientSamViT
 from .modeling.efficientvit import CONFIGS as EFFICIENTVIT_CONFIGS
 from .modeling.efficientvit import EfficientViTSamImageEncoder
@@ -36,17 +36,24 @@ class SamEntry:
         weights: the :mod:`samtrack.weights` registry name of its checkpoint (one state_dict file).
         inputs: how it takes frames and prompts (input size, resize, normalisation, prompt
             frame; the defaults are SAM's).
-        checkpoint_name: its official checkpoint's file name (for messages).
     """
 
     builder: Callable[[], Sam]
     weights: str
     inputs: InputSpec = SAM_INPUTS
-    checkpoint_name: str = "mobile_sam.pt"
+    # segmenter.unpadded when the config leaves it null: encode frames unpadded (TinyViT, where
+    # it was measured better) or padded to the square, as the official model (ViTs); never
+    # unpadded where ``inputs`` takes only the square.
+    unpadded: bool = True
+
+    @property
+    def checkpoint_name(self) -> str:
+        """Its official checkpoint's file name (for messages)."""
+        return weights.get_spec(self.weights).files[0].name
 
 
 def _sam_decoder_and_prompts(
-    embedding_size: int, norm_eps: float = 1e-5, variant: str = "sam"
+    embedding_size: int, norm_eps: float = 1e-5, variant: str = "sam", hq_early_dim: int | None = None
 ) -> tuple[PromptEncoder, MaskDecoder]:
     prompt_encoder = PromptEncoder(
         embed_dim=EMBED_DIM,
@@ -63,12 +70,14 @@ def _sam_decoder_and_prompts(
         iou_head_depth=3,
         iou_head_hidden_dim=256,
         variant=variant,
+        hq_early_dim=hq_early_dim,
     )
     return prompt_encoder, decoder
 
 
-def build_mobilesam() -> Sam:
-    """MobileSAM: TinyViT-5M (Zhang et al., 2023) with SAM's prompt encoder and mask decoder."""
+def build_mobilesam(hq: bool = False) -> Sam:
+    """MobileSAM: TinyViT-5M (Zhang et al., 2023) with SAM's prompt encoder and mask decoder;
+    ``hq``: Light HQ-SAM, the same encoder with HQ-SAM's decoder (fusing its 160-channel stage)."""
     encoder = TinyViT(
         embed_dims=(64, 128, 160, 320),
         depths=(2, 2, 6, 2),
@@ -79,7 +88,37 @@ def build_mobilesam() -> Sam:
         local_conv_size=3,
         out_chans=EMBED_DIM,
     )
-    return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16))
+    return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16, hq_early_dim=160 if hq else None))
+
+
+# SAM's ViT encoders (embed_dim, depth, num_heads, global_attn_indexes), as the official builders.
+VIT_CONFIGS: dict[str, tuple[int, int, int, tuple[int, ...]]] = {
+    "vit_b": (768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
+}
+
+
+def build_sam_vit(
+    embed_dim: int, depth: int, num_heads: int, global_attn_indexes: tuple[int, ...], hq: bool = False
+) -> Sam:
+    """SAM (Kirillov et al., 2023) with a ViT encoder; ``hq``: HQ-SAM (Ke et al., 2023), whose
+    decoder fuses the first global block's output. Other sizes than :data:`VIT_CONFIGS` are
+    for tests (the same code, reduced)."""
+    encoder = ImageEncoderViT(
+        img_size=IMAGE_SIZE,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        global_attn_indexes=global_attn_indexes,
+        window_size=14,
+        out_chans=EMBED_DIM,
+    )
+    return Sam(encoder, *_sam_decoder_and_prompts(IMAGE_SIZE // 16, hq_early_dim=embed_dim if hq else None))
+
+
+def _vit(size: str, hq: bool = False) -> Callable[[], Sam]:
+    return lambda: build_sam_vit(*VIT_CONFIGS[size], hq=hq)
 
 
 def build_efficientvit_sam(variant: str, depths: tuple[int, ...] | None = None, neck_depth: int | None = None) -> Sam:
@@ -139,17 +178,22 @@ REGISTRY: dict[str, SamEntry] = {
     **{
         f"efficientvit-sam-{v}": SamEntry(
             partial(build_efficientvit_sam, v), weights=f"efficientvit-sam-{v}",
-            inputs=_efficientvit_inputs(EFFICIENTVIT_CONFIGS[v].input_size), checkpoint_name=f"efficientvit_sam_{v}.pt")
+            inputs=_efficientvit_inputs(EFFICIENTVIT_CONFIGS[v].input_size))
         for v in EFFICIENTVIT_CONFIGS
     },
     "efficientsam-vitt": SamEntry(partial(build_efficientsam, 192, 3), weights="efficientsam-vitt",
-                                  inputs=EFFICIENTSAM_INPUTS, checkpoint_name="efficient_sam_vitt.pt"),
+                                  inputs=EFFICIENTSAM_INPUTS),
     "efficientsam-vits": SamEntry(partial(build_efficientsam, 384, 6), weights="efficientsam-vits",
-                                  inputs=EFFICIENTSAM_INPUTS, checkpoint_name="efficient_sam_vits.pt.zip"),
-    "repvit-sam": SamEntry(build_repvit_sam, weights="repvit-sam", checkpoint_name="repvit_sam.pt"),
+                                  inputs=EFFICIENTSAM_INPUTS),
+    "repvit-sam": SamEntry(build_repvit_sam, weights="repvit-sam"),
     # EdgeSAM and EdgeSAM-3x: one architecture, trained on 1 % and 3 % of SA-1B.
-    "edgesam": SamEntry(build_edgesam, weights="edgesam", checkpoint_name="edge_sam.pth"),
-    "edgesam-3x": SamEntry(build_edgesam, weights="edgesam-3x", checkpoint_name="edge_sam_3x.pth"),
+    "edgesam": SamEntry(build_edgesam, weights="edgesam"),
+    "edgesam-3x": SamEntry(build_edgesam, weights="edgesam-3x"),
+    # SAM and HQ-SAM on their official checkpoints; padded to the square by default, as the
+    # official model (unpadded ViT encoding is our extension, see modeling/vit.py).
+    **{f"sam-vit-{s}": SamEntry(_vit(f"vit_{s}"), weights=f"sam-vit-{s}", unpadded=False) for s in "blh"},
+    **{f"hq-sam-vit-{s}": SamEntry(_vit(f"vit_{s}", hq=True), weights=f"hq-sam-vit-{s}", unpadded=False) for s in "blh"},
+    "light-hq-sam": SamEntry(lambda: build_mobilesam(hq=True), weights="light-hq-sam"),
 }
 
 
@@ -214,4 +258,10 @@ def load_state_dict(model: Sam, state: Mapping[str, torch.Tensor], origin: str =
 
 
 def _describe(model: Sam) -> str:
-    return f"{type(model.image_encoder).__name__} SAM"
+    encoder = model.image_encoder
+    if isinstance(encoder, ImageEncoderViT):
+        # Names the size, so that a ViT-L checkpoint given to ViT-B says what was expected.
+        kind = f"ViT ({encoder.pos_embed.shape[-1]}-wide, {len(encoder.blocks)} blocks)"
+    else:
+        kind = type(encoder).__name__
+    return f"{kind} {'HQ-SAM' if model.uses_early_features else 'SAM'}"

@@ -5,5 +5,6 @@ from .prompt_encoder import PromptEncoder
 from .sam import Sam
 from .tiny_vit import TinyViT
 from .transformer import TwoWayTransformer
+from .vit import ImageEncoderViT
 
-__all__ = ["MaskDecoder", "PromptEncoder", "Sam", "TinyViT", "TwoWayTransformer"]
+__all__ = ["ImageEncoderViT", "MaskDecoder", "PromptEncoder", "Sam", "TinyViT", "TwoWayTransformer"]

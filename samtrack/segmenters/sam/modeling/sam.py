@@ -21,10 +21,22 @@ class Sam(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
 
+    @property
+    def uses_early_features(self) -> bool:
+        """Whether the decoder fuses the encoder's early features (HQ-SAM)."""
+        return bool(getattr(self.mask_decoder, "hq", False))
+
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised ``[B, 3, H, W]`` inputs -> ``[B, 256, H/16, W/16]`` embeddings."""
         return self.image_encoder(images)
+
+    @torch.inference_mode()
+    def encode_with_early(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`encode`, plus the early features the decoder fuses (None when it fuses none)."""
+        if not self.uses_early_features:
+            return self.image_encoder(images), None
+        return self.image_encoder.forward_with_early(images)
 
     def forward(
         self,
@@ -35,6 +47,7 @@ class Sam(nn.Module):
         has_mask: torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None,
         image_pe: torch.Tensor | None = None,
+        early_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All four masks for a batch of prompt sets against one embedding.
 
@@ -46,6 +59,7 @@ class Sam(nn.Module):
             has_mask: ``[B]`` bool, which rows of ``mask_input`` are prompts (None: all).
             token_mask: ``[B, N]`` bool, False where a prompt was padded to the batch's length.
             image_pe: the prompt encoder's ``get_dense_pe(grid)``, when the caller keeps it.
+            early_features: from :meth:`encode_with_early`, for a decoder that fuses them.
 
         Returns:
             ``[B, 4, 4h, 4w]`` low-res logits and ``[B, 4]`` predicted IoUs.
@@ -55,7 +69,9 @@ class Sam(nn.Module):
         sparse, dense = self.prompt_encoder(coords, labels, mask_input, batch, grid, has_mask)
         if image_pe is None:
             image_pe = self.prompt_encoder.get_dense_pe(grid)
-        return self.mask_decoder(embedding, image_pe, sparse, dense, token_mask)
+        if early_features is None:  # SAM's decoder: called as before (its ONNX export too)
+            return self.mask_decoder(embedding, image_pe, sparse, dense, token_mask)
+        return self.mask_decoder(embedding, image_pe, sparse, dense, token_mask, early_features)
 
     @torch.inference_mode()
     def decode(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:

@@ -265,9 +265,20 @@ class TinyViT(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x)[0]
+
+    def forward_with_early(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedding and the second stage's output, ``[B, embed_dims[2], H/16, W/16]`` (what
+        Light HQ-SAM's decoder fuses)."""
+        return self._run(x)
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[-2] % STRIDE or x.shape[-1] % STRIDE:
             raise ValueError(f"TinyViT input sides must be multiples of {STRIDE}, got {tuple(x.shape[-2:])}")
         x = self.patch_embed(x)
-        for layer in self.layers:
+        early = x
+        for i, layer in enumerate(self.layers):
             x = layer(x)
-        return self.neck(x)
+            if i == 1:
+                early = x
+        return self.neck(x), early
