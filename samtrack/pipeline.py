@@ -17,7 +17,8 @@ import numpy as np
 from .appearance import AppearanceModel
 from .config import Config
 from .errors import show
-from .decoding import DecodePasses, ObjectPrompt
+from .decoding import DecodePasses, FlowCandidate, ObjectPrompt, mask_box
+from .flow import DenseFlow, FramePairFlow
 from .prompts import FramePrompt, ObjectPrompts
 from .sampling import PointSampler
 from .segmenters import ImageEmbedding, MaskPrediction, Segmenter
@@ -120,6 +121,8 @@ class _Track:
     low_res: np.ndarray | None = None  # the last accepted prediction's low-res logits
     motion: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # median point step
     rejected: int = 0  # consecutive frames whose mask the area guard rejected
+    warped: np.ndarray | None = None  # the previous mask moved by the flow onto this frame
+    fallen_back: int = 0  # consecutive frames given the flow-moved mask instead of SAM's
     # Per point, as of the last finished frame (note_seen): frames since it was last visible
     # (0: visible) and where that was.
     lost_for: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -152,6 +155,7 @@ class SamPt:
         self.sampler = PointSampler(config.sampling)
         self.timings = Timings()
         self.passes = DecodePasses(segmenter, config.decode, self.timings.measure)
+        self.flow = DenseFlow(config.flow) if config.flow.enabled else None
 
     # ------------------------------------------------------------------ the pass
     def propagate(
@@ -208,7 +212,7 @@ class SamPt:
                 if frame_index in events and pos + k == end:
                     result = self._emit_prompted(source, frame_index, events[frame_index], tracks, rng)
                 else:
-                    result = self._emit_tracked(source, frame_index, tracks)
+                    result = self._emit_tracked(source, frame_index, tracks, previous=order[pos + k - 1])
                 for track in tracks.values():
                     track.note_seen()
                 result.obj_ids = obj_ids
@@ -312,8 +316,33 @@ class SamPt:
         result.points = {o: self._points_out(t, source) for o, t in tracks.items()}
         return result
 
-    def _emit_tracked(self, source: FrameSource, frame_index: int, tracks: dict[int, _Track]) -> FrameResult:
-        return self._decode_frame(source, frame_index, tracks, {}, {})
+    def _emit_tracked(self, source: FrameSource, frame_index: int, tracks: dict[int, _Track], previous: int | None = None) -> FrameResult:
+        return self._decode_frame(source, frame_index, tracks, {}, {}, previous=previous)
+
+    def _flow_candidates(self, source: FrameSource, previous: int, frame_index: int, tracks: dict[int, _Track],
+                         embedding: ImageEmbedding) -> dict[int, FlowCandidate]:
+        """Per object with a mask on ``previous``: that mask moved by the flow onto this frame,
+        and the flow candidate's prompt (:class:`FlowConfig`)."""
+        cfg = self.config.flow
+        moving = [t for t in tracks.values() if t.mask is not None and t.mask.any()]
+        for track in tracks.values():
+            track.warped = None
+        if not moving:
+            return {}
+        with self.timings.measure("flow"):
+            pair: FramePairFlow = self.flow(source.get(previous), source.get(frame_index))
+            out = {}
+            for track in moving:
+                track.warped = pair.warp_mask(track.mask)
+                box = mask_box(track.warped) if cfg.box else None
+                if box is not None:
+                    height, width = track.warped.shape
+                    box = np.clip(box + np.array([-1, -1, 1, 1], np.float32) * cfg.box_margin, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
+                prior = None
+                if cfg.mask_prompt and track.low_res is not None:
+                    prior = pair.warp_low_res(track.low_res, embedding.input_size)
+                out[track.obj_id] = FlowCandidate(track.warped, box, prior, cfg.select)
+        return out
 
     def _decode_frame(
         self,
@@ -323,6 +352,7 @@ class SamPt:
         given_masks: dict[int, np.ndarray],
         clicks: dict[int, FramePrompt],
         learn: set[int] = frozenset(),
+        previous: int | None = None,
     ) -> FrameResult:
         """Decode every object on a frame and merge them; ``learn`` names the objects whose
         appearance is (re)learnt from their mask on this frame (they were just prompted)."""
@@ -336,6 +366,9 @@ class SamPt:
             return embedding
 
         redetect = self.config.redetect.enabled
+        flows: dict[int, FlowCandidate] = {}
+        if self.flow is not None and previous is not None:
+            flows = self._flow_candidates(source, previous, frame_index, tracks, encoded())
         logits: dict[int, np.ndarray] = {}
         requests: dict[int, ObjectPrompt] = {}
         for obj_id, track in tracks.items():
@@ -358,12 +391,21 @@ class SamPt:
             if not (labels == 1).any() and box is None:
                 continue
             prior = track.low_res if self.config.decode.mask_memory and obj_id not in clicks else None
-            requests[obj_id] = ObjectPrompt(xy, labels, box, prior, previous=track.mask)
+            requests[obj_id] = ObjectPrompt(xy, labels, box, prior, previous=track.mask, flow=flows.get(obj_id))
         predictions = self.passes.run(encoded(), requests) if requests else {}
         scores: dict[int, float] = {}
         for obj_id, prediction in predictions.items():
             logits[obj_id] = self._accept(tracks[obj_id], prediction, guard=obj_id not in clicks)
             scores[obj_id] = prediction.iou
+        fallback = self.config.flow.fallback_frames
+        for obj_id, track in tracks.items():
+            # SAM's mask dropped (low predicted IoU): the previous mask moved by the flow, for a
+            # few frames, instead of an empty object.
+            if obj_id in predictions:
+                track.fallen_back = 0
+            elif obj_id not in logits and fallback and track.warped is not None and track.warped.any() and track.fallen_back < fallback:
+                logits[obj_id] = _as_logits(track.warped)
+                track.fallen_back += 1
         label_map = merge_logits(logits, source.size, self.config.decode.merge_threshold)
         for obj_id, track in tracks.items():
             track.mask = label_map == obj_id
@@ -386,10 +428,34 @@ class SamPt:
     def _accept(self, track: _Track, prediction: MaskPrediction, guard: bool) -> np.ndarray:
         """The object's logits for the merge: the prediction's, or, when the area guard rejects
         it, the object's last accepted mask moved with its points."""
+        if guard and self._flow_overgrown(track, prediction.logits):
+            # The previous mask moved by the flow: it follows an object out of the frame, where a
+            # mask moved by the points' median step stays in it.
+            return _as_logits(track.warped if track.warped is not None else np.zeros_like(prediction.mask))
         if guard and self._overgrown(track, prediction.logits):
+            if track.warped is not None and track.warped.any():
+                return _as_logits(track.warped)
             return _as_logits(_shift_mask(track.last_good_mask, track.motion))
         track.low_res = prediction.low_res_logits
         return prediction.logits
+
+    def _flow_overgrown(self, track: _Track, logits: np.ndarray) -> bool:
+        """Whether a predicted mask is over ``flow.max_growth`` times the previous mask moved by
+        the flow (or, with no previous mask, the last accepted one); ``flow.max_rejections`` in a
+        row are taken as real growth."""
+        cfg = self.config.flow
+        if self.flow is None or cfg.max_growth <= 0:
+            return False
+        if track.last_good_mask is None or track.rejected >= cfg.max_rejections:
+            track.rejected = 0
+            return False
+        reference = track.warped if track.warped is not None else track.last_good_mask
+        area = np.count_nonzero(logits > self.config.decode.merge_threshold)
+        if area > cfg.max_growth * max(np.count_nonzero(reference), cfg.min_area):
+            track.rejected += 1
+            return True
+        track.rejected = 0
+        return False
 
     def _overgrown(self, track: _Track, logits: np.ndarray) -> bool:
         """Whether a predicted mask is too large next to the object's last accepted mask (points
