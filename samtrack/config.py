@@ -206,6 +206,9 @@ class FlowConfig:
     longest_side: int = knob(0, ge=0, le=16384)
     # A pixel whose forward-backward round trip misses by more than this (pixels) is unreliable.
     fb_threshold: float = knob(1.0, gt=0)
+    # Points visible on the previous frame moved by the flow: all of them (instead of the
+    # tracker's step), only those the tracker lost, or none.
+    points: Literal["off", "lost", "all"] = "off"
     # A second candidate per object: all its points plus the previous frame's low-res logits
     # moved by the flow as the mask prompt (mask_prompt) and/or the box of the moved mask (box).
     mask_prompt: bool = False
@@ -214,8 +217,9 @@ class FlowConfig:
     box_margin: float = knob(0.0, ge=0)
     # How the loop's mask and that candidate are chosen between: flow (always the candidate),
     # agreement (the one overlapping the moved previous mask best), iou (the higher predicted
-    # IoU) or sum (agreement + predicted IoU).
-    select: Literal["flow", "agreement", "iou", "sum"] = "agreement"
+    # IoU), sum (agreement + predicted IoU), look (the higher mean appearance score inside, with
+    # redetect on) or all (the three summed).
+    select: Literal["flow", "agreement", "iou", "sum", "look", "all"] = "agreement"
     # When SAM's mask is dropped (predicted IoU under decode.iou_threshold) or rejected by the
     # area guard, use the previous mask moved by the flow, for at most this many frames in a row
     # (0 = off: the object is empty on that frame).

@@ -56,6 +56,7 @@ class FlowCandidate:
     box: np.ndarray | None
     prior: np.ndarray | None
     select: str = "agreement"
+    look: "Callable[[np.ndarray], float] | None" = None  # a mask's appearance score, for ``look``/``all``
 
 
 class DecodePasses:
@@ -140,12 +141,15 @@ def select_candidate(prediction: MaskPrediction, how: str, previous: np.ndarray 
 def choose(loop: MaskPrediction | None, flow: MaskPrediction, candidate: FlowCandidate) -> MaskPrediction:
     """The loop's prediction or the flow candidate's, by ``candidate.select``: ``flow`` always the
     flow one; ``agreement`` the one whose mask overlaps the moved previous mask best; ``iou`` the
-    higher predicted IoU; ``sum`` agreement plus predicted IoU."""
+    higher predicted IoU; ``sum`` agreement plus predicted IoU; ``look`` the higher appearance
+    score (``candidate.look``); ``all`` the three summed."""
     if loop is None or candidate.select == "flow":
         return flow
     if candidate.select == "iou":
         return flow if flow.iou > loop.iou else loop
-    score = {"agreement": lambda p: _iou(p.mask, candidate.warped), "sum": lambda p: _iou(p.mask, candidate.warped) + p.iou}
+    look = candidate.look or (lambda mask: 0.0)
+    score = {"agreement": lambda p: _iou(p.mask, candidate.warped), "sum": lambda p: _iou(p.mask, candidate.warped) + p.iou,
+             "look": lambda p: look(p.mask), "all": lambda p: _iou(p.mask, candidate.warped) + p.iou + look(p.mask)}
     rate = score[candidate.select]
     return flow if rate(flow) > rate(loop) else loop
 

@@ -14,11 +14,11 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from .appearance import AppearanceModel
+from .appearance import AppearanceModel, ScoreMap
 from .config import Config
 from .errors import show
 from .decoding import DecodePasses, FlowCandidate, ObjectPrompt, mask_box
-from .flow import DenseFlow, FramePairFlow
+from .flow import DenseFlow, FramePairFlow, mask_to_low_res
 from .prompts import FramePrompt, ObjectPrompts
 from .sampling import PointSampler
 from .segmenters import ImageEmbedding, MaskPrediction, Segmenter
@@ -123,6 +123,7 @@ class _Track:
     rejected: int = 0  # consecutive frames whose mask the area guard rejected
     warped: np.ndarray | None = None  # the previous mask moved by the flow onto this frame
     fallen_back: int = 0  # consecutive frames given the flow-moved mask instead of SAM's
+    score_map: "ScoreMap | None" = None  # this frame's appearance scores (redetect)
     # Per point, as of the last finished frame (note_seen): frames since it was last visible
     # (0: visible) and where that was.
     lost_for: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -319,10 +320,28 @@ class SamPt:
     def _emit_tracked(self, source: FrameSource, frame_index: int, tracks: dict[int, _Track], previous: int | None = None) -> FrameResult:
         return self._decode_frame(source, frame_index, tracks, {}, {}, previous=previous)
 
-    def _flow_candidates(self, source: FrameSource, previous: int, frame_index: int, tracks: dict[int, _Track],
+    def _move_points(self, pair: FramePairFlow, tracks: dict[int, _Track]) -> None:
+        """``flow.points``: move the points that were visible on the previous frame by the flow,
+        all of them (``all``, instead of the tracker's step) or those the tracker lost (``lost``)."""
+        how = self.config.flow.points
+        if how == "off":
+            return
+        for track in tracks.values():
+            was = track.lost_for == 0  # visible on the previous frame, at seen_xy
+            pick = was if how == "all" else was & ~track.visible
+            if not pick.any():
+                continue
+            moved, ok = pair.move_points(track.seen_xy[pick])
+            xy = track.xy.copy()
+            xy[pick] = moved
+            visible = track.visible.copy()
+            visible[pick] = ok
+            track.xy, track.visible = xy, visible
+
+    def _flow_candidates(self, pair: FramePairFlow, tracks: dict[int, _Track],
                          embedding: ImageEmbedding) -> dict[int, FlowCandidate]:
-        """Per object with a mask on ``previous``: that mask moved by the flow onto this frame,
-        and the flow candidate's prompt (:class:`FlowConfig`)."""
+        """Per object with a mask on the previous frame: that mask moved by the flow onto this
+        frame, and the flow candidate's prompt (:class:`FlowConfig`)."""
         cfg = self.config.flow
         moving = [t for t in tracks.values() if t.mask is not None and t.mask.any()]
         for track in tracks.values():
@@ -330,7 +349,6 @@ class SamPt:
         if not moving:
             return {}
         with self.timings.measure("flow"):
-            pair: FramePairFlow = self.flow(source.get(previous), source.get(frame_index))
             out = {}
             for track in moving:
                 track.warped = pair.warp_mask(track.mask)
@@ -341,7 +359,9 @@ class SamPt:
                 prior = None
                 if cfg.mask_prompt and track.low_res is not None:
                     prior = pair.warp_low_res(track.low_res, embedding.input_size)
-                out[track.obj_id] = FlowCandidate(track.warped, box, prior, cfg.select)
+                # Read when the candidates are chosen, after this frame's redetect step scored it.
+                look = lambda mask, t=track: t.score_map.mean_inside(mask) if t.score_map is not None else 0.0  # noqa: E731
+                out[track.obj_id] = FlowCandidate(track.warped, box, prior, cfg.select, look)
         return out
 
     def _decode_frame(
@@ -368,7 +388,10 @@ class SamPt:
         redetect = self.config.redetect.enabled
         flows: dict[int, FlowCandidate] = {}
         if self.flow is not None and previous is not None:
-            flows = self._flow_candidates(source, previous, frame_index, tracks, encoded())
+            with self.timings.measure("flow"):
+                pair = self.flow(source.get(previous), source.get(frame_index))
+                self._move_points(pair, tracks)
+            flows = self._flow_candidates(pair, tracks, encoded())
         logits: dict[int, np.ndarray] = {}
         requests: dict[int, ObjectPrompt] = {}
         for obj_id, track in tracks.items():
@@ -376,6 +399,12 @@ class SamPt:
                 # A user mask is the answer on its own frame; logits only order it in the merge.
                 logits[obj_id] = _as_logits(given_masks[obj_id])
                 track.low_res = None
+                if self.flow is not None and self.config.flow.mask_prompt:
+                    # The given mask as the next frame's mask prompt: it keeps the holes and thin
+                    # parts that points alone lose.
+                    embedding_now = encoded()
+                    grid = embedding_now.features.shape[-2:]
+                    track.low_res = mask_to_low_res(given_masks[obj_id], embedding_now.input_size, (4 * grid[0], 4 * grid[1]))
                 continue
             if redetect and obj_id not in clicks and track.appearance is not None:
                 frame_embedding = encoded()  # outside the timer: the encoder is timed on its own
@@ -476,7 +505,7 @@ class SamPt:
         object-like cells just outside the last mask (a part it lost), and, when too few
         positives are left, at the most object-like cells near where the object was last seen."""
         cfg = self.config.redetect
-        score_map = track.appearance.score(embedding)
+        score_map = track.score_map = track.appearance.score(embedding)
         positive = track.visible & (track.labels == 1)
         off_object = positive & (score_map.at(track.xy) <= 0)
         track.visible = track.visible & ~off_object
