@@ -258,6 +258,10 @@ class RedetectConfig:
     # lost), scoring above grow_margin; 0 = none.
     grow_points: int = knob(0, ge=0, le=1000)
     grow_margin: float = 0.0
+    # Negatives added at the most background-like cells inside the last mask, scoring below
+    # -shrink_margin (a hole the mask filled, background it spread onto); 0 = none.
+    shrink_points: int = knob(0, ge=0, le=1000)
+    shrink_margin: float = 0.0
 
 
 @dataclass

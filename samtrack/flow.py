@@ -44,11 +44,6 @@ class FramePairFlow:
     def size(self) -> tuple[int, int]:
         return self.backward.shape[:2]
 
-    def _maps(self) -> tuple[np.ndarray, np.ndarray]:
-        height, width = self.size
-        gx, gy = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-        return gx + self.backward[..., 0], gy + self.backward[..., 1]
-
     def warp_mask(self, mask: np.ndarray, close: int = 5) -> np.ndarray:
         """bool ``[H, W]``: a previous-frame mask moved onto the current frame.
 
@@ -86,7 +81,7 @@ class FramePairFlow:
         sx, sy = input_size[1] / width / 4, input_size[0] / height / 4  # low-res cells per frame pixel
         flow = cv2.resize(self.backward, (cw, ch), interpolation=cv2.INTER_LINEAR)
         reliable = cv2.resize(self.reliable.astype(np.float32), (cw, ch), interpolation=cv2.INTER_AREA) > 0.5
-        gx, gy = np.meshgrid(np.arange(cw, dtype=np.float32), np.arange(ch, dtype=np.float32))
+        gx, gy = _grid((ch, cw))
         map_x, map_y = gx + flow[..., 0] * sx, gy + flow[..., 1] * sy
         src = np.ascontiguousarray(low_res.astype(np.float32))
         moved = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -124,21 +119,34 @@ class DenseFlow:
         backward = self._dis.calc(b, a, None)
         forward = self._dis.calc(a, b, None)
         scale = width / a.shape[1]
+        # Checked where it was computed: the same test, on fewer pixels.
+        reliable = consistent(backward, forward, self.config.fb_threshold / scale)
         if a.shape[:2] != (height, width):
-            backward = cv2.resize(backward, (width, height), interpolation=cv2.INTER_LINEAR) * scale
-            forward = cv2.resize(forward, (width, height), interpolation=cv2.INTER_LINEAR) * scale
-        reliable = consistent(backward, forward, self.config.fb_threshold)
+            backward = cv2.resize(backward, (width, height), interpolation=cv2.INTER_LINEAR) * np.float32(scale)
+            forward = cv2.resize(forward, (width, height), interpolation=cv2.INTER_LINEAR) * np.float32(scale)
+            reliable = cv2.resize(reliable.view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).view(bool)
         return FramePairFlow(backward=backward, forward=forward, reliable=reliable)
 
 
 def consistent(backward: np.ndarray, forward: np.ndarray, threshold: float) -> np.ndarray:
     """bool ``[H, W]``: current-frame pixels whose backward flow, followed by the forward flow
     from where it lands, returns within ``threshold`` pixels."""
-    height, width = backward.shape[:2]
-    gx, gy = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    gx, gy = _grid(backward.shape[:2])
     fwd = cv2.remap(forward, gx + backward[..., 0], gy + backward[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    miss = np.linalg.norm(backward + fwd, axis=2)
-    return miss <= threshold
+    fwd += backward
+    return (fwd[..., 0] ** 2 + fwd[..., 1] ** 2) <= threshold**2
+
+
+_GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _grid(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel x and y coordinates of an ``(h, w)`` frame, float32, made once per size."""
+    grid = _GRIDS.get(size)
+    if grid is None:
+        height, width = size
+        grid = _GRIDS[size] = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return grid
 
 
 def mask_to_low_res(mask: np.ndarray, input_size: tuple[int, int], shape: tuple[int, int], value: float = 10.0) -> np.ndarray:

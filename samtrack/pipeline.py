@@ -512,6 +512,8 @@ class SamPt:
         if cfg.grow_points and track.mask is not None and track.mask.any():
             reach = 0.25 * np.sqrt(np.count_nonzero(track.mask)) + 8
             self._add_positives(track, score_map.best_around(track.mask, reach, cfg.grow_points, cfg.grow_margin))
+        if cfg.shrink_points and track.mask is not None and track.mask.any():
+            self._add_positives(track, score_map.worst_inside(track.mask, cfg.shrink_points, cfg.shrink_margin), label=0)
         if (positive & ~off_object).sum() >= cfg.min_points or track.last_good_mask is None:
             return
         ys, xs = np.nonzero(track.last_good_mask)
@@ -520,10 +522,11 @@ class SamPt:
         self._add_positives(track, score_map.best_near(centre, radius, cfg.add_points))
 
     @staticmethod
-    def _add_positives(track: _Track, xy: np.ndarray) -> None:
+    def _add_positives(track: _Track, xy: np.ndarray, label: int = 1) -> None:
+        """Add visible points (positives, or negatives with ``label=0``)."""
         if len(xy):
             track.xy = np.concatenate([track.xy, xy])
-            track.labels = np.concatenate([track.labels, np.ones(len(xy), np.int32)])
+            track.labels = np.concatenate([track.labels, np.full(len(xy), label, np.int32)])
             track.visible = np.concatenate([track.visible, np.ones(len(xy), bool)])
             track.lost_for = np.concatenate([track.lost_for, np.zeros(len(xy), np.int64)])
             track.seen_xy = np.concatenate([track.seen_xy, xy.astype(np.float32)])
