@@ -220,6 +220,9 @@ class FlowConfig:
     # IoU), sum (agreement + predicted IoU), look (the higher mean appearance score inside, with
     # redetect on) or all (the three summed).
     select: Literal["flow", "agreement", "iou", "sum", "look", "all"] = "agreement"
+    # select=iou: by how much the candidate's predicted IoU must beat the loop's (SAM rates its
+    # mask-prompted outputs high even where the prompt carried an error along).
+    iou_margin: float = knob(0.0, ge=0, le=1)
     # When SAM's mask is dropped (predicted IoU under decode.iou_threshold) or rejected by the
     # area guard, use the previous mask moved by the flow, for at most this many frames in a row
     # (0 = off: the object is empty on that frame).

@@ -57,6 +57,7 @@ class FlowCandidate:
     prior: np.ndarray | None
     select: str = "agreement"
     look: "Callable[[np.ndarray], float] | None" = None  # a mask's appearance score, for ``look``/``all``
+    margin: float = 0.0  # ``iou``: by how much the candidate's predicted IoU must beat the loop's
 
 
 class DecodePasses:
@@ -146,7 +147,7 @@ def choose(loop: MaskPrediction | None, flow: MaskPrediction, candidate: FlowCan
     if loop is None or candidate.select == "flow":
         return flow
     if candidate.select == "iou":
-        return flow if flow.iou > loop.iou else loop
+        return flow if flow.iou > loop.iou + candidate.margin else loop
     look = candidate.look or (lambda mask: 0.0)
     score = {"agreement": lambda p: _iou(p.mask, candidate.warped), "sum": lambda p: _iou(p.mask, candidate.warped) + p.iou,
              "look": lambda p: look(p.mask), "all": lambda p: _iou(p.mask, candidate.warped) + p.iou + look(p.mask)}

@@ -361,7 +361,7 @@ class SamPt:
                     prior = pair.warp_low_res(track.low_res, embedding.input_size)
                 # Read when the candidates are chosen, after this frame's redetect step scored it.
                 look = lambda mask, t=track: t.score_map.mean_inside(mask) if t.score_map is not None else 0.0  # noqa: E731
-                out[track.obj_id] = FlowCandidate(track.warped, box, prior, cfg.select, look)
+                out[track.obj_id] = FlowCandidate(track.warped, box, prior, cfg.select, look, cfg.iou_margin)
         return out
 
     def _decode_frame(
