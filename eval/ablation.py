@@ -95,7 +95,51 @@ SEGMENTER_VARIANTS = (
     Variant("torch_oracle_fast", "the same oracle with our PyTorch MobileSAM",
             ("--config", "fast", "--method", "oracle", "--segmenter", "mobilesam", "--set", "segmenter.unpadded=false")),
 )
-GROUPS = {"loop": (VARIANTS, "ablation"), "segmenters": (SEGMENTER_VARIANTS, "segmenters")}
+_FLOW = ("--config", "samtrack", "--set", "flow.enabled=true")
+QUALITY_VARIANTS = (
+    Variant("base", "samtrack preset (default before issue 13): MobileSAM ONNX unpadded, OpenVINO", ("--config", "samtrack")),
+    Variant("f_box_agree", "flow candidate: points + box of the flow-moved mask (8 px margin) + moved low-res logits, "
+            "chosen by agreement with the moved mask", (*_FLOW, "--set", "flow.box=true", "--set", "flow.mask_prompt=true",
+                                                         "--set", "flow.box_margin=8")),
+    Variant("f_mask_iou", "flow candidate: points + moved low-res logits, chosen by predicted IoU",
+            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou")),
+    Variant("f_mask_flow", "flow candidate: points + moved low-res logits, always taken (warped mask memory)",
+            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=flow")),
+    Variant("f_mask_look", "flow candidate: points + moved low-res logits, chosen by mean appearance score",
+            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=look")),
+    Variant("f_box_iou", "flow candidate: points + box of the moved mask, chosen by predicted IoU",
+            (*_FLOW, "--set", "flow.box=true", "--set", "flow.select=iou")),
+    Variant("f_guard2", "area guard against the flow-moved mask: a mask over 2x its area is replaced by it",
+            (*_FLOW, "--set", "flow.max_growth=2")),
+    Variant("f_fallback3", "a dropped mask (IoU < 0.7) replaced by the flow-moved one, up to 3 frames in a row",
+            (*_FLOW, "--set", "flow.fallback_frames=3")),
+    Variant("r_shrink1", "samtrack + a negative on the most background-like cell inside the last mask",
+            ("--config", "samtrack", "--set", "redetect.shrink_points=1")),
+    Variant("c_mi_shrink", "f_mask_iou + r_shrink1", (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou",
+                                                      "--set", "redetect.shrink_points=1")),
+    Variant("c_mi_shrink_m03", "c_mi_shrink, the candidate taken only when its predicted IoU is 0.03 higher",
+            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
+             "--set", "flow.iou_margin=0.03")),
+    *(Variant(f"{name}_seed{seed}", f"{name} with sampling seed {seed}", (*args, "--set", f"sampling.seed={seed}"))
+      for name, args in (("base", ("--config", "samtrack")),
+                         ("f_mask_iou", (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou")),
+                         ("r_shrink1", ("--config", "samtrack", "--set", "redetect.shrink_points=1")),
+                         ("c_mi_shrink", (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou",
+                                          "--set", "redetect.shrink_points=1")))
+      for seed in (1, 2)),
+    Variant("oracle_fast", "ORACLE: points sampled from each frame's ground truth (as issue 4's oracle)",
+            ("--config", "fast", "--method", "oracle")),
+    Variant("oracle_box", "ORACLE: the ground truth's box alone", ("--config", "fast", "--method", "oracle", "--oracle-prompt", "box")),
+    Variant("oracle_boxpts", "ORACLE: box + points", ("--config", "fast", "--method", "oracle", "--oracle-prompt", "box+points")),
+    Variant("oracle_ptsmask", "ORACLE: points + the previous frame's ground truth as the mask prompt",
+            ("--config", "fast", "--method", "oracle", "--oracle-prompt", "points+mask")),
+    Variant("oracle_all", "ORACLE: box + points + previous ground truth as mask prompt",
+            ("--config", "fast", "--method", "oracle", "--oracle-prompt", "box+points+mask")),
+    Variant("oracle_multimask", "ORACLE: points, the best of SAM's 4 outputs by IoU with the truth (PyTorch MobileSAM)",
+            ("--config", "fast", "--method", "oracle", "--oracle-prompt", "multimask", "--segmenter", "mobilesam")),
+)
+GROUPS = {"loop": (VARIANTS, "ablation"), "segmenters": (SEGMENTER_VARIANTS, "segmenters"),
+          "quality": (QUALITY_VARIANTS, "quality")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,21 +165,27 @@ def main(argv: list[str] | None = None) -> int:
         code = subprocess.run(command, stdout=subprocess.DEVNULL).returncode
         if code:  # its own error line is already on stderr
             raise SamtrackError(f"variant {variant.name}: samtrack eval davis failed (exit code {code})")
-    write_table(chosen, out, split_name(args.split), Path(args.doc), marker)
+    write_table(chosen, out, split_name(args.split), Path(args.doc), marker, detail=args.group == "quality")
     print(f"-> {args.doc}")
     return 0
 
 
-def write_table(variants: list[Variant], out: Path, split: str, doc: Path, marker: str = "ablation") -> None:
+def write_table(variants: list[Variant], out: Path, split: str, doc: Path, marker: str = "ablation",
+                detail: bool = False) -> None:
     """Per-sequence J&F of every variant, means, J and F, and ms/frame, as markdown, written
-    between ``<!-- {marker}:start -->`` and ``<!-- {marker}:end -->`` in ``doc``."""
+    between ``<!-- {marker}:start -->`` and ``<!-- {marker}:end -->`` in ``doc``; ``detail`` adds
+    per-sequence J and F and the fraction of the best oracle variant."""
     per_seq: dict[str, dict[str, float]] = {}
+    per_seq_j: dict[str, dict[str, float]] = {}
+    per_seq_f: dict[str, dict[str, float]] = {}
     rows = []
     for v in variants:
         scores = _read_csv(out / v.name / f"per-sequence_results-{split}.csv")
         glob = _read_csv(out / v.name / f"global_results-{split}.csv")[0]
         runs = _read_csv(out / v.name / f"runs-{split}.csv")
         per_seq[v.name] = {r["Sequence"]: (float(r["J-Mean"]) + float(r["F-Mean"])) / 2 for r in scores}
+        per_seq_j[v.name] = {r["Sequence"]: float(r["J-Mean"]) for r in scores}
+        per_seq_f[v.name] = {r["Sequence"]: float(r["F-Mean"]) for r in scores}
         frames = sum(int(r["Frames"]) for r in runs)
         ms = 1000 * sum(float(r["Seconds"]) for r in runs) / max(frames, 1)
         rows.append((v, float(glob["J&F-Mean"]), float(glob["J-Mean"]), float(glob["F-Mean"]), ms))
@@ -147,6 +197,21 @@ def write_table(variants: list[Variant], out: Path, split: str, doc: Path, marke
               "|---|" + "---|" * len(variants)]
     for seq in sequences:
         lines.append(f"| {seq} | " + " | ".join(f"{per_seq[v.name].get(seq, float('nan')):.3f}" for v in variants) + " |")
+    for title, table in [("J", per_seq_j), ("F", per_seq_f)] if detail else []:
+        lines += ["", f"Per sequence ({title}):", "", "| sequence | " + " | ".join(v.name for v in variants) + " |",
+                  "|---|" + "---|" * len(variants)]
+        for seq in sequences:
+            lines.append(f"| {seq} | " + " | ".join(f"{table[v.name].get(seq, float('nan')):.3f}" for v in variants) + " |")
+    oracles = [v.name for v in variants if v.name.startswith("oracle")]
+    if detail and oracles:
+        # The second ceiling: the oracle prompt variant with the best mean.
+        best = max(oracles, key=lambda name: np.mean([per_seq[name][s] for s in sequences]))
+        lines += ["", f"Fraction of the best oracle's (`{best}`) mean J&F, and in brackets the lowest fraction of its "
+                  "per-sequence J&F:", ""]
+        for v in variants:
+            mean = np.mean([per_seq[v.name][s] for s in sequences]) / np.mean([per_seq[best][s] for s in sequences])
+            lowest = min(sequences, key=lambda s: per_seq[v.name][s] / per_seq[best][s])
+            lines.append(f"- `{v.name}` {mean:.3f} ({lowest} {per_seq[v.name][lowest] / per_seq[best][lowest]:.2f})")
     if oracle:
         lines += ["", "Fraction of the oracle's (`oracle_fast`) mean J&F, and in brackets the lowest fraction of "
                   "its per-sequence J&F:", ""]

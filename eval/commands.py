@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError, InputError
+from .baselines import ORACLE_PROMPTS
 from .jobs import add_runner_args
 
 
@@ -25,6 +26,11 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_config_args: Callable[[
                         "frame's ground truth, same sampler and decoding) or copy (the first mask on every frame); "
                         "or everything: DAVIS 2017 unsupervised (automatic masks of the first frame, at most 20 "
                         "objects; results for the official unsupervised evaluation, not scored here)")
+    d.add_argument("--oracle-prompt", choices=ORACLE_PROMPTS, default="points",
+                   help="with --method oracle, what is drawn from each frame's ground truth: points (the "
+                        "sampler's), box (its box alone), box+points, points+mask (points and the previous "
+                        "frame's ground truth as the mask prompt), box+points+mask, or multimask (points; the "
+                        "best of SAM's outputs by IoU with the truth; needs --segmenter mobilesam) [points]")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     add_runner_args(d)
     add_config_args(d)
@@ -114,6 +120,10 @@ def _davis(args: argparse.Namespace) -> int:
 
     if args.method == "everything":
         return _davis_unsupervised(args)
+    if args.oracle_prompt != "points":
+        if args.method != "oracle":
+            raise ConfigError(f"--oracle-prompt {args.oracle_prompt} needs --method oracle")
+        args.method = f"oracle-{args.oracle_prompt}"  # names the run's fingerprint too
     config = config_from_args(args)
     v = config.video
     if (v.start, v.stride, v.max_frames) != (0, 1, None):

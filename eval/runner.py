@@ -210,9 +210,10 @@ def run_davis_sequence(predictor, root: str | Path, seq: str, year: int, results
     def segment(staging: Path) -> int:
         if method == "copy":
             frames = baselines.copy_first_mask(labels, len(frame_paths))
-        elif method == "oracle":
+        elif method.split("-", 1)[0] == "oracle":
             ground_truth = (_objects_only(davis.read_label_png(p), year) for p in annotations)
-            frames = baselines.oracle(predictor.pipeline, davis.images_dir(root) / seq, ground_truth)
+            frames = baselines.oracle(predictor.pipeline, davis.images_dir(root) / seq, ground_truth,
+                                      prompt=method.partition("-")[2] or "points")
         elif method == "everything":
             state = predictor.init_state(davis.images_dir(root) / seq)
             if predictor.add_everything(state, log=lambda m: None):

@@ -63,6 +63,20 @@ class ScoreMap:
         around = ~mask[cy, cx] & (distance[cy // 4, cx // 4] <= reach) & (self.score.ravel() > margin)
         return self._best(centres, around, k)
 
+    def worst_inside(self, mask: np.ndarray, k: int, margin: float = 0.0) -> np.ndarray:
+        """Centres ``[<=k, 2]`` of the k most background-like cells scoring below ``-margin``
+        that bool ``[H, W]`` ``mask`` covers by three quarters or more: background the mask
+        took in (a hole it filled, a look-alike it spread onto)."""
+        covered = (_coverage(mask, self.score.shape, self.cell) >= 0.75).ravel()
+        flipped = ScoreMap(score=-self.score, cell=self.cell)
+        return flipped._best(self._centres(), covered & (flipped.score.ravel() > margin), k)
+
+    def mean_inside(self, mask: np.ndarray) -> float:
+        """Mean score of the cells that bool ``[H, W]`` ``mask`` covers by half or more (-1 when
+        it covers none): how much a candidate mask looks like the object."""
+        covered = _coverage(mask, self.score.shape, self.cell) >= 0.5
+        return float(self.score[covered].mean()) if covered.any() else -1.0
+
     def _centres(self) -> np.ndarray:
         gh, gw = self.score.shape
         gy, gx = np.mgrid[0:gh, 0:gw]

@@ -206,6 +206,47 @@ class DecodeConfig:
 
 
 @dataclass
+class FlowConfig:
+    """Dense optical flow (OpenCV DIS, :mod:`samtrack.flow`) from the previous frame to the
+    current one, and what the loop uses it for."""
+
+    enabled: bool = False
+    # DIS preset: ultrafast, fast or medium (about 4, 6 and 27 ms per 854x480 pair on one core here).
+    preset: Literal["ultrafast", "fast", "medium"] = "fast"
+    # Flow computed on frames shrunk to this longest side (0 = as processed).
+    longest_side: int = knob(0, ge=0, le=16384)
+    # A pixel whose forward-backward round trip misses by more than this (pixels) is unreliable.
+    fb_threshold: float = knob(1.0, gt=0)
+    # Points visible on the previous frame moved by the flow: all of them (instead of the
+    # tracker's step), only those the tracker lost, or none.
+    points: Literal["off", "lost", "all"] = "off"
+    # A second candidate per object: all its points plus the previous frame's low-res logits
+    # moved by the flow as the mask prompt (mask_prompt) and/or the box of the moved mask (box).
+    mask_prompt: bool = False
+    box: bool = False
+    # Extra pixels on each side of that box.
+    box_margin: float = knob(0.0, ge=0)
+    # How the loop's mask and that candidate are chosen between: flow (always the candidate),
+    # agreement (the one overlapping the moved previous mask best), iou (the higher predicted
+    # IoU), sum (agreement + predicted IoU), look (the higher mean appearance score inside, with
+    # redetect on) or all (the three summed).
+    select: Literal["flow", "agreement", "iou", "sum", "look", "all"] = "agreement"
+    # select=iou: by how much the candidate's predicted IoU must beat the loop's (SAM rates its
+    # mask-prompted outputs high even where the prompt carried an error along).
+    iou_margin: float = knob(0.0, ge=0, le=1)
+    # When SAM's mask is dropped (predicted IoU under decode.iou_threshold) or rejected by the
+    # area guard, use the previous mask moved by the flow, for at most this many frames in a row
+    # (0 = off: the object is empty on that frame).
+    fallback_frames: int = knob(0, ge=0, le=1000)
+    # A mask over this many times the area of the previous mask moved by the flow (at least
+    # min_area pixels) is rejected for that moved mask, which may be empty: an object leaving the
+    # frame leaves with it (0 = off). max_rejections in a row are taken as real growth.
+    max_growth: float = knob(0.0, ge=0, check=lambda v: v == 0 or v > 1, expect="0 (off) or > 1")
+    min_area: int = knob(100, ge=1)
+    max_rejections: int = knob(5, ge=1, le=100_000)
+
+
+@dataclass
 class ReinitConfig:
     # Re-sample query points from the predicted mask every h frames (0 = never).
     every: int = knob(8, ge=0)
@@ -231,6 +272,10 @@ class RedetectConfig:
     # lost), scoring above grow_margin; 0 = none.
     grow_points: int = knob(0, ge=0, le=1000)
     grow_margin: float = 0.0
+    # Negatives added at the most background-like cells inside the last mask, scoring below
+    # -shrink_margin (a hole the mask filled, background it spread onto); 0 = none.
+    shrink_points: int = knob(0, ge=0, le=1000)
+    shrink_margin: float = 0.0
 
 
 @dataclass
@@ -300,6 +345,7 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     reinit: ReinitConfig = field(default_factory=ReinitConfig)
     redetect: RedetectConfig = field(default_factory=RedetectConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     everything: EverythingConfig = field(default_factory=EverythingConfig)

@@ -29,6 +29,7 @@ class ObjectPrompt:
         box: ``(x0, y0, x1, y1)`` or None.
         prior: low-res logits of the frame before (mask memory), or None.
         previous: the object's mask on the frame before, for ``multimask=consistent``.
+        flow: the flow candidate's prompt (:class:`FlowCandidate`), or None.
     """
 
     xy: np.ndarray
@@ -36,6 +37,27 @@ class ObjectPrompt:
     box: np.ndarray | None = None
     prior: np.ndarray | None = None
     previous: np.ndarray | None = None
+    flow: "FlowCandidate | None" = None
+
+
+@dataclass
+class FlowCandidate:
+    """A second candidate for an object, prompted from its previous mask moved by the flow.
+
+    Attributes:
+        warped: bool ``[H, W]``: the previous mask moved onto this frame (what candidates are
+            compared with).
+        box: the box prompt (of ``warped``, grown), or None.
+        prior: the moved low-res logits as the mask prompt, or None.
+        select: ``flow``, ``agreement``, ``iou`` or ``sum`` (:func:`choose`).
+    """
+
+    warped: np.ndarray
+    box: np.ndarray | None
+    prior: np.ndarray | None
+    select: str = "agreement"
+    look: "Callable[[np.ndarray], float] | None" = None  # a mask's appearance score, for ``look``/``all``
+    margin: float = 0.0  # ``iou``: by how much the candidate's predicted IoU must beat the loop's
 
 
 class DecodePasses:
@@ -81,6 +103,16 @@ class DecodePasses:
             current.update(self._batch(embedding, prompts, candidates))
         if candidates:
             current = {i: select_candidate(p, cfg.multimask, objects[i].previous) for i, p in current.items()}
+        flowing = {i: o.flow for i, o in objects.items() if o.flow is not None and (o.flow.box is not None or o.flow.prior is not None)}
+        if flowing:
+            # All objects' flow candidates in one batch.
+            prompts = {}
+            for i, f in flowing.items():
+                o = objects[i]
+                points = (o.xy, o.labels) if len(o.xy) else (None, None)
+                prompts[i] = Prompt(*points, box=f.box if f.box is not None else o.box, mask_input=f.prior)
+            for i, p in self._batch(embedding, prompts, False).items():
+                current[i] = choose(current.get(i), p, flowing[i])
         return {i: p for i, p in current.items() if p.iou >= cfg.iou_threshold}
 
     @staticmethod
@@ -113,6 +145,22 @@ def select_candidate(prediction: MaskPrediction, how: str, previous: np.ndarray 
     if how == "consistent" and previous is not None and previous.any():
         return max(options, key=lambda c: _iou(c.mask, previous))
     return prediction
+
+
+def choose(loop: MaskPrediction | None, flow: MaskPrediction, candidate: FlowCandidate) -> MaskPrediction:
+    """The loop's prediction or the flow candidate's, by ``candidate.select``: ``flow`` always the
+    flow one; ``agreement`` the one whose mask overlaps the moved previous mask best; ``iou`` the
+    higher predicted IoU; ``sum`` agreement plus predicted IoU; ``look`` the higher appearance
+    score (``candidate.look``); ``all`` the three summed."""
+    if loop is None or candidate.select == "flow":
+        return flow
+    if candidate.select == "iou":
+        return flow if flow.iou > loop.iou + candidate.margin else loop
+    look = candidate.look or (lambda mask: 0.0)
+    score = {"agreement": lambda p: _iou(p.mask, candidate.warped), "sum": lambda p: _iou(p.mask, candidate.warped) + p.iou,
+             "look": lambda p: look(p.mask), "all": lambda p: _iou(p.mask, candidate.warped) + p.iou + look(p.mask)}
+    rate = score[candidate.select]
+    return flow if rate(flow) > rate(loop) else loop
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,10 +14,11 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from .appearance import AppearanceModel
+from .appearance import AppearanceModel, ScoreMap
 from .config import Config
 from .errors import show
-from .decoding import DecodePasses, ObjectPrompt
+from .decoding import DecodePasses, FlowCandidate, ObjectPrompt, mask_box
+from .flow import DenseFlow, FramePairFlow, mask_to_low_res
 from .prompts import FramePrompt, ObjectPrompts
 from .sampling import PointSampler
 from .segmenters import ImageEmbedding, MaskPrediction, Segmenter
@@ -120,6 +121,9 @@ class _Track:
     low_res: np.ndarray | None = None  # the last accepted prediction's low-res logits
     motion: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # median point step
     rejected: int = 0  # consecutive frames whose mask the area guard rejected
+    warped: np.ndarray | None = None  # the previous mask moved by the flow onto this frame
+    fallen_back: int = 0  # consecutive frames given the flow-moved mask instead of SAM's
+    score_map: "ScoreMap | None" = None  # this frame's appearance scores (redetect)
     # Per point, as of the last finished frame (note_seen): frames since it was last visible
     # (0: visible) and where that was.
     lost_for: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -152,6 +156,7 @@ class SamPt:
         self.sampler = PointSampler(config.sampling)
         self.timings = Timings()
         self.passes = DecodePasses(segmenter, config.decode, self.timings.measure)
+        self.flow = DenseFlow(config.flow) if config.flow.enabled else None
 
     # ------------------------------------------------------------------ the pass
     def propagate(
@@ -208,7 +213,7 @@ class SamPt:
                 if frame_index in events and pos + k == end:
                     result = self._emit_prompted(source, frame_index, events[frame_index], tracks, rng)
                 else:
-                    result = self._emit_tracked(source, frame_index, tracks)
+                    result = self._emit_tracked(source, frame_index, tracks, previous=order[pos + k - 1])
                 for track in tracks.values():
                     track.note_seen()
                 result.obj_ids = obj_ids
@@ -312,8 +317,52 @@ class SamPt:
         result.points = {o: self._points_out(t, source) for o, t in tracks.items()}
         return result
 
-    def _emit_tracked(self, source: FrameSource, frame_index: int, tracks: dict[int, _Track]) -> FrameResult:
-        return self._decode_frame(source, frame_index, tracks, {}, {})
+    def _emit_tracked(self, source: FrameSource, frame_index: int, tracks: dict[int, _Track], previous: int | None = None) -> FrameResult:
+        return self._decode_frame(source, frame_index, tracks, {}, {}, previous=previous)
+
+    def _move_points(self, pair: FramePairFlow, tracks: dict[int, _Track]) -> None:
+        """``flow.points``: move the points that were visible on the previous frame by the flow,
+        all of them (``all``, instead of the tracker's step) or those the tracker lost (``lost``)."""
+        how = self.config.flow.points
+        if how == "off":
+            return
+        for track in tracks.values():
+            was = track.lost_for == 0  # visible on the previous frame, at seen_xy
+            pick = was if how == "all" else was & ~track.visible
+            if not pick.any():
+                continue
+            moved, ok = pair.move_points(track.seen_xy[pick])
+            xy = track.xy.copy()
+            xy[pick] = moved
+            visible = track.visible.copy()
+            visible[pick] = ok
+            track.xy, track.visible = xy, visible
+
+    def _flow_candidates(self, pair: FramePairFlow, tracks: dict[int, _Track],
+                         embedding: ImageEmbedding) -> dict[int, FlowCandidate]:
+        """Per object with a mask on the previous frame: that mask moved by the flow onto this
+        frame, and the flow candidate's prompt (:class:`FlowConfig`)."""
+        cfg = self.config.flow
+        moving = [t for t in tracks.values() if t.mask is not None and t.mask.any()]
+        for track in tracks.values():
+            track.warped = None
+        if not moving:
+            return {}
+        with self.timings.measure("flow"):
+            out = {}
+            for track in moving:
+                track.warped = pair.warp_mask(track.mask)
+                box = mask_box(track.warped) if cfg.box else None
+                if box is not None:
+                    height, width = track.warped.shape
+                    box = np.clip(box + np.array([-1, -1, 1, 1], np.float32) * cfg.box_margin, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
+                prior = None
+                if cfg.mask_prompt and track.low_res is not None:
+                    prior = pair.warp_low_res(track.low_res, embedding.input_size)
+                # Read when the candidates are chosen, after this frame's redetect step scored it.
+                look = lambda mask, t=track: t.score_map.mean_inside(mask) if t.score_map is not None else 0.0  # noqa: E731
+                out[track.obj_id] = FlowCandidate(track.warped, box, prior, cfg.select, look, cfg.iou_margin)
+        return out
 
     def _decode_frame(
         self,
@@ -323,6 +372,7 @@ class SamPt:
         given_masks: dict[int, np.ndarray],
         clicks: dict[int, FramePrompt],
         learn: set[int] = frozenset(),
+        previous: int | None = None,
     ) -> FrameResult:
         """Decode every object on a frame and merge them; ``learn`` names the objects whose
         appearance is (re)learnt from their mask on this frame (they were just prompted)."""
@@ -336,6 +386,12 @@ class SamPt:
             return embedding
 
         redetect = self.config.redetect.enabled
+        flows: dict[int, FlowCandidate] = {}
+        if self.flow is not None and previous is not None:
+            with self.timings.measure("flow"):
+                pair = self.flow(source.get(previous), source.get(frame_index))
+                self._move_points(pair, tracks)
+            flows = self._flow_candidates(pair, tracks, encoded())
         logits: dict[int, np.ndarray] = {}
         requests: dict[int, ObjectPrompt] = {}
         for obj_id, track in tracks.items():
@@ -343,6 +399,12 @@ class SamPt:
                 # A user mask is the answer on its own frame; logits only order it in the merge.
                 logits[obj_id] = _as_logits(given_masks[obj_id])
                 track.low_res = None
+                if self.flow is not None and self.config.flow.mask_prompt:
+                    # The given mask as the next frame's mask prompt: it keeps the holes and thin
+                    # parts that points alone lose.
+                    embedding_now = encoded()
+                    grid = embedding_now.features.shape[-2:]
+                    track.low_res = mask_to_low_res(given_masks[obj_id], embedding_now.input_size, (4 * grid[0], 4 * grid[1]))
                 continue
             if redetect and obj_id not in clicks and track.appearance is not None:
                 frame_embedding = encoded()  # outside the timer: the encoder is timed on its own
@@ -358,12 +420,21 @@ class SamPt:
             if not (labels == 1).any() and box is None:
                 continue
             prior = track.low_res if self.config.decode.mask_memory and obj_id not in clicks else None
-            requests[obj_id] = ObjectPrompt(xy, labels, box, prior, previous=track.mask)
+            requests[obj_id] = ObjectPrompt(xy, labels, box, prior, previous=track.mask, flow=flows.get(obj_id))
         predictions = self.passes.run(encoded(), requests) if requests else {}
         scores: dict[int, float] = {}
         for obj_id, prediction in predictions.items():
             logits[obj_id] = self._accept(tracks[obj_id], prediction, guard=obj_id not in clicks)
             scores[obj_id] = prediction.iou
+        fallback = self.config.flow.fallback_frames
+        for obj_id, track in tracks.items():
+            # SAM's mask dropped (low predicted IoU): the previous mask moved by the flow, for a
+            # few frames, instead of an empty object.
+            if obj_id in predictions:
+                track.fallen_back = 0
+            elif obj_id not in logits and fallback and track.warped is not None and track.warped.any() and track.fallen_back < fallback:
+                logits[obj_id] = _as_logits(track.warped)
+                track.fallen_back += 1
         label_map = merge_logits(logits, source.size, self.config.decode.merge_threshold)
         for obj_id, track in tracks.items():
             track.mask = label_map == obj_id
@@ -386,10 +457,34 @@ class SamPt:
     def _accept(self, track: _Track, prediction: MaskPrediction, guard: bool) -> np.ndarray:
         """The object's logits for the merge: the prediction's, or, when the area guard rejects
         it, the object's last accepted mask moved with its points."""
+        if guard and self._flow_overgrown(track, prediction.logits):
+            # The previous mask moved by the flow: it follows an object out of the frame, where a
+            # mask moved by the points' median step stays in it.
+            return _as_logits(track.warped if track.warped is not None else np.zeros_like(prediction.mask))
         if guard and self._overgrown(track, prediction.logits):
+            if track.warped is not None and track.warped.any():
+                return _as_logits(track.warped)
             return _as_logits(_shift_mask(track.last_good_mask, track.motion))
         track.low_res = prediction.low_res_logits
         return prediction.logits
+
+    def _flow_overgrown(self, track: _Track, logits: np.ndarray) -> bool:
+        """Whether a predicted mask is over ``flow.max_growth`` times the previous mask moved by
+        the flow (or, with no previous mask, the last accepted one); ``flow.max_rejections`` in a
+        row are taken as real growth."""
+        cfg = self.config.flow
+        if self.flow is None or cfg.max_growth <= 0:
+            return False
+        if track.last_good_mask is None or track.rejected >= cfg.max_rejections:
+            track.rejected = 0
+            return False
+        reference = track.warped if track.warped is not None else track.last_good_mask
+        area = np.count_nonzero(logits > self.config.decode.merge_threshold)
+        if area > cfg.max_growth * max(np.count_nonzero(reference), cfg.min_area):
+            track.rejected += 1
+            return True
+        track.rejected = 0
+        return False
 
     def _overgrown(self, track: _Track, logits: np.ndarray) -> bool:
         """Whether a predicted mask is too large next to the object's last accepted mask (points
@@ -410,13 +505,15 @@ class SamPt:
         object-like cells just outside the last mask (a part it lost), and, when too few
         positives are left, at the most object-like cells near where the object was last seen."""
         cfg = self.config.redetect
-        score_map = track.appearance.score(embedding)
+        score_map = track.score_map = track.appearance.score(embedding)
         positive = track.visible & (track.labels == 1)
         off_object = positive & (score_map.at(track.xy) <= 0)
         track.visible = track.visible & ~off_object
         if cfg.grow_points and track.mask is not None and track.mask.any():
             reach = 0.25 * np.sqrt(np.count_nonzero(track.mask)) + 8
             self._add_positives(track, score_map.best_around(track.mask, reach, cfg.grow_points, cfg.grow_margin))
+        if cfg.shrink_points and track.mask is not None and track.mask.any():
+            self._add_positives(track, score_map.worst_inside(track.mask, cfg.shrink_points, cfg.shrink_margin), label=0)
         if (positive & ~off_object).sum() >= cfg.min_points or track.last_good_mask is None:
             return
         ys, xs = np.nonzero(track.last_good_mask)
@@ -425,10 +522,11 @@ class SamPt:
         self._add_positives(track, score_map.best_near(centre, radius, cfg.add_points))
 
     @staticmethod
-    def _add_positives(track: _Track, xy: np.ndarray) -> None:
+    def _add_positives(track: _Track, xy: np.ndarray, label: int = 1) -> None:
+        """Add visible points (positives, or negatives with ``label=0``)."""
         if len(xy):
             track.xy = np.concatenate([track.xy, xy])
-            track.labels = np.concatenate([track.labels, np.ones(len(xy), np.int32)])
+            track.labels = np.concatenate([track.labels, np.full(len(xy), label, np.int32)])
             track.visible = np.concatenate([track.visible, np.ones(len(xy), bool)])
             track.lost_for = np.concatenate([track.lost_for, np.zeros(len(xy), np.int64)])
             track.seen_xy = np.concatenate([track.seen_xy, xy.astype(np.float32)])

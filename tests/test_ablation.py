@@ -26,3 +26,16 @@ def test_table_places_each_variant_against_the_oracle(tmp_path):
     assert "| `ours` | 0.700 | 0.750 | 0.650 | 200 | our loop |" in text  # 2 x 2 s / 20 frames
     assert "| a_1 | 0.500 | 1.000 |" in text and "| b_1 | 0.900 | 0.900 |" in text
     assert "- `ours` 0.737 (a_1 0.50)" in text  # 0.7 / 0.95; sequence a: 0.5 / 1.0
+
+
+def test_detail_adds_j_and_f_per_sequence_and_the_best_oracle(tmp_path):
+    write_run(tmp_path / "ours", {"a": (0.6, 0.4), "b": (0.9, 0.9)}, seconds=2.0)
+    write_run(tmp_path / "oracle_fast", {"a": (1.0, 1.0), "b": (1.0, 0.8)}, seconds=1.0)
+    write_run(tmp_path / "oracle_box", {"a": (0.5, 0.5), "b": (0.5, 0.5)}, seconds=1.0)
+    doc = tmp_path / "RESULTS.md"
+    variants = [Variant("ours", "our loop", ()), Variant("oracle_fast", "points", ()), Variant("oracle_box", "box", ())]
+    write_table(variants, tmp_path, "dev", doc, marker="quality", detail=True)
+    text = doc.read_text()
+    assert "Per sequence (J):" in text and "| a_1 | 0.600 | 1.000 | 0.500 |" in text
+    assert "Per sequence (F):" in text and "| a_1 | 0.400 | 1.000 | 0.500 |" in text
+    assert "best oracle's (`oracle_fast`)" in text and "- `oracle_box` 0.526 (a_1 0.50)" in text  # 0.5 / 0.95
