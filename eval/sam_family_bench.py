@@ -24,6 +24,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 # Published speeds, by registry name: (what was measured, source). Only what the papers or
 # official READMEs state; none of them measured on a CPU like ours.
 PUBLISHED: dict[str, tuple[str, str]] = {
@@ -75,6 +77,7 @@ class _Subject:
     def __init__(self, name: str, device: str, precision: str) -> None:
         import torch
 
+        from ..segmenters import Prompt, transforms
         from ..segmenters.sam.build import REGISTRY
         from ..segmenters.sam_torch import SamTorch
 
@@ -82,16 +85,22 @@ class _Subject:
         self.name = name
         self.params_m = sum(p.numel() for p in model.parameters()) / 1e6
         self.segmenter = SamTorch(model, name, device=device, unpadded=False, precision=precision, max_batch=1)
-        self.size = self.segmenter.model.prompt_encoder.input_image_size
+        inputs = self.segmenter.inputs
+        # The encoder's own input (512 for EfficientViT-SAM-L); prompts live in the prompt frame.
+        self.size = (inputs.encoder_size, inputs.encoder_size)
         gen = torch.Generator().manual_seed(0)
         self.image = torch.randn(1, 3, *self.size, generator=gen).to(device).contiguous(
             memory_format=self.segmenter._memory_format)
-        # One positive point and SAM's padding point, as a one-click decode is.
-        self.coords = torch.tensor([[[self.size[1] * 0.4, self.size[0] * 0.6], [0.0, 0.0]]], device=device)
-        self.labels = torch.tensor([[1, -1]], device=device)
+        # One positive click, laid out as the model's predictor lays it out (SAM's padding point,
+        # or EfficientSAM's fixed 6 tokens).
+        frame = (inputs.prompt_size, inputs.prompt_size)
+        click = Prompt(points=np.array([[frame[1] * 0.4, frame[0] * 0.6]], np.float32), labels=np.array([1]))
+        coords, labels, _ = transforms.batch_prompt_tokens([click], frame, spec=inputs)
+        self.coords = torch.from_numpy(coords).to(device)
+        self.labels = torch.from_numpy(labels).to(device)
         with torch.inference_mode(), self.segmenter._autocast():
             self.embedding = self.segmenter.model.encode(self.image)
-            self.image_pe = self.segmenter.model.prompt_encoder.get_dense_pe((self.size[0] // 16, self.size[1] // 16))
+            self.image_pe = self.segmenter.model.prompt_encoder.get_dense_pe(tuple(self.embedding.shape[-2:]))
         self.encoder_ms: list[float] = []
         self.decoder_ms: list[float] = []
 

@@ -33,10 +33,12 @@ def _onnx_unpadded(config: SegmenterConfig) -> tuple[bool, str]:
     """Whether mobilesam-onnx encodes frames unpadded, and why when ``unpadded`` is null (auto):
     where PyTorch is installed to export the graphs once per frame size (dev J&F 0.763 against
     0.744 padded, encoder 0.6x the time on 16:9), else padded."""
-    from ..torch_models import require_torch, torch_installed
+    from ..torch_models import torch_installed
 
-    if config.unpadded:
-        require_torch("unpadded frames with mobilesam-onnx (a one-time export of its graphs per frame size)")
+    # Found, not imported: with the graphs already cached a run never needs torch (190 MB resident).
+    if config.unpadded and not torch_installed():
+        raise ConfigError("unpadded frames with mobilesam-onnx (a one-time export of its graphs per frame size) "
+                          "need PyTorch: pip install 'samtrack[torch]'")
     if config.unpadded is not None:
         return config.unpadded, ""
     if config.checkpoint is not None:
