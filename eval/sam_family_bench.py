@@ -99,16 +99,18 @@ class _Subject:
         self.coords = torch.from_numpy(coords).to(device)
         self.labels = torch.from_numpy(labels).to(device)
         with torch.inference_mode(), self.segmenter._autocast():
-            self.embedding = self.segmenter.model.encode(self.image)
+            # HQ-SAM's decoder fuses the encoder's early features: timed as SamTorch runs it.
+            self.embedding, self.early = self.segmenter.model.encode_with_early(self.image)
             self.image_pe = self.segmenter.model.prompt_encoder.get_dense_pe(tuple(self.embedding.shape[-2:]))
         self.encoder_ms: list[float] = []
         self.decoder_ms: list[float] = []
 
     def encode(self) -> None:
-        self.segmenter.model.encode(self.image)
+        self.segmenter.model.encode_with_early(self.image)
 
     def decode(self) -> None:
-        self.segmenter.model.decode(self.embedding, self.coords, self.labels, image_pe=self.image_pe)
+        self.segmenter.model.decode(self.embedding, self.coords, self.labels, image_pe=self.image_pe,
+                                    early_features=self.early)
 
 
 def bench_models(names: list[str], device: str, precision: str, repeats: int, log) -> list[Row]:

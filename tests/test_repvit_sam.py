@@ -298,3 +298,16 @@ def test_stability_choice_picks_the_steadiest_of_the_four_masks() -> None:
     chosen = select_candidate(MaskPrediction(logits=options[0].logits, iou=0.9, low_res_logits=soft,
                                              candidates=options), "stability", None)
     assert chosen is options[2]
+
+
+def test_the_family_bench_feeds_each_model_its_own_input(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """EfficientViT-SAM-L encodes 512 x 512 and HQ-SAM's decoder takes the early features:
+    both failed when every model was given SAM's 1024 input and a plain decode."""
+    from samtrack.eval import sam_family_bench
+
+    monkeypatch.setattr(build, "REGISTRY", {name: build.REGISTRY[name] for name in ("efficientvit-sam-l0", "light-hq-sam")})
+    assert sam_family_bench.main(["--repeats", "1", "--devices", "cpu"]) == 0
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in capsys.readouterr().out.splitlines() if line.startswith("| "))}
+    assert rows["efficientvit-sam-l0"][1] == "512x512" and rows["light-hq-sam"][1] == "1024x1024"
+    assert all(float(rows[name][6]) > 0 for name in ("efficientvit-sam-l0", "light-hq-sam"))
