@@ -25,6 +25,8 @@ random_state_dict = sam_golden.random_state_dict
 checksum = sam_golden.checksum
 decoder_embedding = sam_golden.decoder_embedding
 mask_input = sam_golden.mask_input
+official_prompts = sam_golden.official_prompts
+our_decode = sam_golden.our_decode
 
 # The configurations the committed fixtures cover. "full": the released architecture as it
 # is; otherwise a reduced-depth configuration of the same code (the full one is too slow for

@@ -66,3 +66,37 @@ def checksum(array: np.ndarray) -> np.ndarray:
     """Sum and sum of squares in float64: catches any drift in generated inputs."""
     a = np.asarray(array, np.float64)
     return np.array([a.sum(), (a * a).sum()])
+
+
+def official_prompts(case: dict) -> tuple:
+    """``case`` as the official predictors hand it to ``prompt_encoder(points=, boxes=, masks=)``."""
+    import torch
+
+    points = None
+    if "points" in case:
+        points = (torch.tensor([case["points"]], dtype=torch.float32), torch.tensor([case["labels"]], dtype=torch.int64))
+    boxes = torch.tensor([case["box"]], dtype=torch.float32) if "box" in case else None
+    masks = torch.from_numpy(mask_input()) if case.get("mask") else None
+    return points, boxes, masks
+
+
+def our_decode(model, embedding, case: dict, **decode_kwargs) -> tuple:
+    """All four outputs of ``case`` from our ``Sam.decode``, through our token layout
+    (``transforms.prompt_tokens``: SAM's padding point unless there is a box)."""
+    import torch
+
+    from samtrack.segmenters import transforms
+
+    points = np.array(case["points"], np.float32) if "points" in case else None
+    labels = np.array(case["labels"]) if "points" in case else None
+    box = np.array(case["box"], np.float32) if "box" in case else None
+    coords, kinds = transforms.prompt_tokens(points, labels, box)
+    mask = torch.from_numpy(mask_input()) if case.get("mask") else None
+    return model.decode(embedding, torch.from_numpy(coords)[None], torch.from_numpy(kinds)[None], mask_input=mask,
+                        **decode_kwargs)
+
+
+def case_outputs(case: dict) -> slice:
+    """Which of our four outputs the official call returns for ``case``: the single mask, the
+    three multimask ones, or (EdgeSAM's ``num_multimask_outputs=4``) all four."""
+    return slice(0, 4) if case.get("outputs") == 4 else slice(1, 4) if case.get("multimask") else slice(0, 1)

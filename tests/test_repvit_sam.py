@@ -21,7 +21,6 @@ torch = pytest.importorskip("torch", reason="the torch extra is not installed")
 
 from samtrack import weights  # noqa: E402
 from samtrack.errors import WeightsError  # noqa: E402
-from samtrack.segmenters import transforms  # noqa: E402
 from samtrack.segmenters.sam import build  # noqa: E402
 from samtrack.segmenters.sam_torch import SamTorch  # noqa: E402
 
@@ -43,14 +42,8 @@ def reduced(request) -> tuple[str, dict, dict, object]:
 
 
 def _decode(model, embedding: torch.Tensor, case: dict) -> tuple[np.ndarray, np.ndarray]:
-    points = np.array(case["points"], np.float32) if "points" in case else None
-    labels = np.array(case["labels"]) if "points" in case else None
-    box = np.array(case["box"], np.float32) if "box" in case else None
-    coords, kinds = transforms.prompt_tokens(points, labels, box)
-    mask = torch.from_numpy(g.mask_input()) if case.get("mask") else None
-    masks, iou = model.decode(embedding, torch.from_numpy(coords)[None], torch.from_numpy(kinds)[None], mask_input=mask)
-    # Ours always gives all four masks; the official call returned this slice of them.
-    chosen = slice(0, 4) if case.get("outputs") == 4 else slice(1, 4) if case.get("multimask") else slice(0, 1)
+    masks, iou = g.our_decode(model, embedding, case)
+    chosen = g.case_outputs(case)  # ours always gives all four masks
     return masks[:, chosen].numpy(), iou[:, chosen].numpy()
 
 

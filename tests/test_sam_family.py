@@ -67,12 +67,7 @@ def _decode(model, embedding: torch.Tensor, case: dict, family: str) -> tuple[np
         coords, labels, _ = transforms.batch_prompt_tokens([prompt], (1024, 1024), spec=EFFICIENTSAM_INPUTS)
         masks, iou = model.decode(embedding, torch.from_numpy(coords), torch.from_numpy(labels))
     else:
-        points = np.array(case["points"], np.float32) if "points" in case else None
-        labels = np.array(case["labels"]) if "points" in case else None
-        box = np.array(case["box"], np.float32) if "box" in case else None
-        coords, kinds = transforms.prompt_tokens(points, labels, box)
-        mask = torch.from_numpy(g.mask_input()) if case.get("mask") else None
-        masks, iou = model.decode(embedding, torch.from_numpy(coords)[None], torch.from_numpy(kinds)[None], mask_input=mask)
+        masks, iou = g.our_decode(model, embedding, case)
     return masks.numpy(), iou.numpy()
 
 

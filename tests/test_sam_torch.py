@@ -15,7 +15,6 @@ torch = pytest.importorskip("torch", reason="the torch extra is not installed")
 
 from samtrack.errors import WeightsError  # noqa: E402
 from samtrack.segmenters import Prompt  # noqa: E402
-from samtrack.segmenters import transforms  # noqa: E402
 from samtrack.segmenters.sam.build import build_sam, load_state_dict  # noqa: E402
 from samtrack.segmenters.sam_torch import SamTorch  # noqa: E402
 
@@ -44,19 +43,9 @@ def _segmenter(weights: dict, **options) -> SamTorch:
     return SamTorch(sam, "mobilesam", **options)
 
 
-def _tokens(case: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    points = np.array(case["points"], np.float32) if "points" in case else None
-    labels = np.array(case["labels"]) if "points" in case else None
-    box = np.array(case["box"], np.float32) if "box" in case else None
-    coords, kinds = transforms.prompt_tokens(points, labels, box)
-    return torch.from_numpy(coords)[None], torch.from_numpy(kinds)[None]
-
-
 def _decode_case(sam, embedding: torch.Tensor, case: dict) -> tuple[np.ndarray, np.ndarray]:
-    coords, labels = _tokens(case)
-    mask = torch.from_numpy(g.mask_input()) if case.get("mask") else None
-    masks, iou = sam.decode(embedding, coords, labels, mask_input=mask)
-    chosen = slice(1, None) if case["multimask"] else slice(0, 1)
+    masks, iou = g.our_decode(sam, embedding, case)
+    chosen = g.case_outputs(case)
     return masks[:, chosen].numpy(), iou[:, chosen].numpy()
 
 

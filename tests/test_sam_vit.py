@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch", reason="the torch extra is not installed")
 from samtrack import weights  # noqa: E402
 from samtrack.cli import main  # noqa: E402
 from samtrack.errors import WeightsError  # noqa: E402
-from samtrack.segmenters import Prompt, transforms  # noqa: E402
+from samtrack.segmenters import Prompt  # noqa: E402
 from samtrack.segmenters.sam import build  # noqa: E402
 from samtrack.segmenters.sam.build import build_mobilesam, build_sam, build_sam_vit, load_state_dict  # noqa: E402
 from samtrack.segmenters.sam_torch import SamTorch  # noqa: E402
@@ -54,13 +54,7 @@ def case(request):
 
 
 def _decode(sam, embedding, early, spec: dict, hq: bool):
-    points = np.array(spec["points"], np.float32) if "points" in spec else None
-    labels = np.array(spec["labels"]) if "points" in spec else None
-    box = np.array(spec["box"], np.float32) if "box" in spec else None
-    coords, kinds = transforms.prompt_tokens(points, labels, box)
-    mask = torch.from_numpy(g.mask_input()) if spec.get("mask") else None
-    masks, iou = sam.decode(embedding, torch.from_numpy(coords)[None], torch.from_numpy(kinds)[None],
-                            mask_input=mask, early_features=early)
+    masks, iou = g.our_decode(sam, embedding, spec, early_features=early)
     if not spec["multimask"]:
         return masks[:, :1].numpy(), iou[:, :1].numpy()
     if not hq:

@@ -70,11 +70,7 @@ def official_model(name: str, reduced: bool):
 
 def official_decode(name: str, model, embedding: torch.Tensor, case: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The official prompt encoder + mask decoder through their public forward()."""
-    points = None
-    if "points" in case:
-        points = (torch.tensor([case["points"]], dtype=torch.float32), torch.tensor([case["labels"]], dtype=torch.int64))
-    boxes = torch.tensor([case["box"]], dtype=torch.float32) if "box" in case else None
-    masks = torch.from_numpy(g.mask_input()) if case.get("mask") else None
+    points, boxes, masks = g.official_prompts(case)
     sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
     kwargs = dict(image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
@@ -88,15 +84,8 @@ def official_decode(name: str, model, embedding: torch.Tensor, case: dict) -> tu
 
 def our_decode(model, embedding: torch.Tensor, case: dict) -> tuple[np.ndarray, np.ndarray]:
     """Ours computes all four masks; the case's slice of them is what the official call returns."""
-    from samtrack.segmenters import transforms
-
-    points = np.array(case["points"], np.float32) if "points" in case else None
-    labels = np.array(case["labels"]) if "points" in case else None
-    box = np.array(case["box"], np.float32) if "box" in case else None
-    coords, kinds = transforms.prompt_tokens(points, labels, box)
-    mask = torch.from_numpy(g.mask_input()) if case.get("mask") else None
-    masks, iou = model.decode(embedding, torch.from_numpy(coords)[None], torch.from_numpy(kinds)[None], mask_input=mask)
-    chosen = slice(0, 4) if case.get("outputs") == 4 else slice(1, 4) if case.get("multimask") else slice(0, 1)
+    masks, iou = g.our_decode(model, embedding, case)
+    chosen = g.case_outputs(case)
     return masks[:, chosen].numpy(), iou[:, chosen].numpy()
 
 

@@ -156,11 +156,7 @@ def ours(name: str, spec: dict):
 
 def sam_decode(model, embedding: torch.Tensor, case: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """segment_anything's prompt encoder + mask decoder (EfficientViT-SAM's), all 4 outputs."""
-    points = None
-    if "points" in case:
-        points = (torch.tensor([case["points"]], dtype=torch.float32), torch.tensor([case["labels"]], dtype=torch.int64))
-    boxes = torch.tensor([case["box"]], dtype=torch.float32) if "box" in case else None
-    masks = torch.from_numpy(g.mask_input()) if case.get("mask") else None
+    points, boxes, masks = g.official_prompts(case)
     sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
     out = [model.mask_decoder(image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=m)
@@ -191,12 +187,7 @@ def our_decode(model, embedding: torch.Tensor, case: dict, family: str) -> tuple
         prompt = Prompt(pts if len(pts) else None, lab if len(pts) else None, box)
         coords, labels, _ = transforms.batch_prompt_tokens([prompt], (1024, 1024), spec=EFFICIENTSAM_INPUTS)
         return model.decode(embedding, torch.from_numpy(coords), torch.from_numpy(labels))
-    points = np.array(case["points"], np.float32) if "points" in case else None
-    labels = np.array(case["labels"]) if "points" in case else None
-    box = np.array(case["box"], np.float32) if "box" in case else None
-    coords, kinds = transforms.prompt_tokens(points, labels, box)
-    mask = torch.from_numpy(g.mask_input()) if case.get("mask") else None
-    return model.decode(embedding, torch.from_numpy(coords)[None], torch.from_numpy(kinds)[None], mask_input=mask)
+    return g.our_decode(model, embedding, case)
 
 
 def official_outputs(name: str, spec: dict) -> dict[str, np.ndarray]:

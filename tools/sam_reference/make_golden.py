@@ -16,11 +16,7 @@ from mobile_sam import sam_model_registry  # noqa: E402  (the official package, 
 
 def official_decode(model, embedding: torch.Tensor, case: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The official prompt encoder + mask decoder, through their public forward()."""
-    points = None
-    if "points" in case:
-        points = (torch.tensor([case["points"]], dtype=torch.float32), torch.tensor([case["labels"]], dtype=torch.int64))
-    boxes = torch.tensor([case["box"]], dtype=torch.float32) if "box" in case else None
-    masks = torch.from_numpy(g.mask_input()) if case.get("mask") else None
+    points, boxes, masks = g.official_prompts(case)
     sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
     return model.mask_decoder(
         image_embeddings=embedding,

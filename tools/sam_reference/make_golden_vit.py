@@ -39,11 +39,7 @@ def official_model(model: str):
 def official_decode(model, hq: bool, embedding, interm, case: dict):
     """The official prompt encoder + mask decoder, through their public forward(); HQ-SAM's
     with the encoder's list of early features and hq_token_only=False, as SamPredictor calls it."""
-    points = None
-    if "points" in case:
-        points = (torch.tensor([case["points"]], dtype=torch.float32), torch.tensor([case["labels"]], dtype=torch.int64))
-    boxes = torch.tensor([case["box"]], dtype=torch.float32) if "box" in case else None
-    masks = torch.from_numpy(g.mask_input()) if case.get("mask") else None
+    points, boxes, masks = g.official_prompts(case)
     sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
     extra = dict(hq_token_only=False, interm_embeddings=interm) if hq else {}
     return model.mask_decoder(image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
