@@ -893,16 +893,16 @@ def _download(spec: ModelSpec, wf: WeightFile, staging: Path, pins: dict[str, st
     try:
         response, hops = _urlopen(wf.url, timeout=60)
         with response:
-            _check_announced(spec, wf, hops)
+            announced = _announced_sha256(hops)
+            _check_announced(spec, wf, announced)
             if wf.announced and wf.sha256 is None:
-                announced = _announced_sha256(hops)
                 if announced is None:
                     raise WeightsError(f"{wf.url}: the server announced no sha256 to verify {wf.name} by; "
                                        f"{_manual_hint(spec)}")
                 # Verified like a registry sha256 (size unknown), then pinned.
                 wf = dataclasses.replace(wf, sha256=announced)
                 pins[wf.name] = announced
-            _copy_verified(response, dest, wf, wf.url, announced=_announced_sha256(hops))
+            _copy_verified(response, dest, wf, wf.url, announced=announced)
     except (urllib.error.URLError, OSError) as exc:
         raise WeightsError(f"cannot download {wf.url} ({exc}); {_manual_hint(spec)}") from None
     return dest
@@ -950,10 +950,10 @@ def _announced_sha256(hops: list[tuple[str, Message]]) -> str | None:
     return None
 
 
-def _check_announced(spec: ModelSpec, wf: WeightFile, hops: list[tuple[str, Message]]) -> None:
-    """Refuse, before its body is read, a download whose server announces other bytes than the
-    registry pins. The body is verified by :func:`_copy_verified` whatever is announced."""
-    announced = _announced_sha256(hops)
+def _check_announced(spec: ModelSpec, wf: WeightFile, announced: str | None) -> None:
+    """Refuse, before its body is read, a download whose server announces (``announced``, see
+    :func:`_announced_sha256`) other bytes than the registry pins. The body is verified by
+    :func:`_copy_verified` whatever is announced."""
     if announced is None or wf.sha256 is None or announced == wf.sha256:
         return
     raise WeightsError(
