@@ -96,6 +96,8 @@ SEGMENTER_VARIANTS = (
             ("--config", "fast", "--method", "oracle", "--segmenter", "mobilesam", "--set", "segmenter.unpadded=false")),
 )
 _FLOW = ("--config", "samtrack", "--set", "flow.enabled=true")
+_C1PASS = (*_FLOW, "--set", "flow.longest_side=427", "--set", "flow.mask_prompt=true", "--set", "flow.select=iou",
+           "--set", "decode.use_negative_pass=false", "--set", "redetect.shrink_points=1", "--set", "redetect.verify_fraction=0.1")
 QUALITY_VARIANTS = (
     Variant("base", "samtrack preset (default before issue 13): MobileSAM ONNX unpadded, OpenVINO", ("--config", "samtrack")),
     Variant("f_box_agree", "flow candidate: points + box of the flow-moved mask (8 px margin) + moved low-res logits, "
@@ -120,8 +122,41 @@ QUALITY_VARIANTS = (
     Variant("c_mi_shrink_m03", "c_mi_shrink, the candidate taken only when its predicted IoU is 0.03 higher",
             (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
              "--set", "flow.iou_margin=0.03")),
+    Variant("f_bin_iou", "flow candidate: points + the previous mask moved by the flow as the mask prompt (+-10 logits, "
+            "as the oracle's), chosen by predicted IoU",
+            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.prior=mask", "--set", "flow.select=iou")),
+    Variant("f_bin_flow", "one pass: points + the previous mask moved by the flow as the mask prompt, always taken",
+            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.prior=mask", "--set", "flow.select=flow")),
+    Variant("v_look10", "samtrack + a mask of 40 cells or more with under 10% object-like cells is rejected (object empty)",
+            ("--config", "samtrack", "--set", "redetect.verify_fraction=0.1")),
+    Variant("v_look20", "v_look10 with 20%", ("--config", "samtrack", "--set", "redetect.verify_fraction=0.2")),
+    Variant("c_mi_shrink_look10", "c_mi_shrink + v_look10",
+            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
+             "--set", "redetect.verify_fraction=0.1")),
+    Variant("f_mask_iou_look10", "f_mask_iou + v_look10",
+            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.verify_fraction=0.1")),
+    Variant("p16", "samtrack with 16 positive points instead of 8", ("--config", "samtrack", "--set", "sampling.n_positive=16")),
+    Variant("iou50", "samtrack keeping masks of predicted IoU 0.5 or more (0.7)",
+            ("--config", "samtrack", "--set", "decode.iou_threshold=0.5")),
+    Variant("thin2", "samtrack + 2 positives on the mask's thin parts (narrower than 9 px)",
+            ("--config", "samtrack", "--set", "sampling.thin_points=2")),
+    Variant("c_1pass", "one pass with all points, against the flow candidate (all points + moved low-res logits, flow "
+            "on frames shrunk to 427 px) by predicted IoU, + one shrink negative, + v_look10: two decoder calls, as base",
+            _C1PASS),
+    Variant("f_points_lost", "points the tracker lost carried on by the flow", (*_FLOW, "--set", "flow.points=lost")),
+    Variant("c_1pass_p16", "c_1pass with 16 positive points", (*_C1PASS, "--set", "sampling.n_positive=16")),
+    Variant("c_mi_look_p16", "c_mi_shrink_look10 with 16 positive points",
+            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
+             "--set", "redetect.verify_fraction=0.1", "--set", "sampling.n_positive=16")),
+    Variant("neg3band", "samtrack with 3 negatives, K-Medoids in the 32 px band around the mask (1, anywhere outside)",
+            ("--config", "samtrack", "--set", "sampling.n_negative=3", "--set", "sampling.negative_method=kmedoids")),
+    Variant("shrink3", "samtrack + negatives on the 3 most background-like cells inside the last mask",
+            ("--config", "samtrack", "--set", "redetect.shrink_points=3")),
     *(Variant(f"{name}_seed{seed}", f"{name} with sampling seed {seed}", (*args, "--set", f"sampling.seed={seed}"))
       for name, args in (("base", ("--config", "samtrack")),
+                         ("c_mi_look_p16", (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou",
+                                            "--set", "redetect.shrink_points=1", "--set", "redetect.verify_fraction=0.1",
+                                            "--set", "sampling.n_positive=16")),
                          ("f_mask_iou", (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou")),
                          ("r_shrink1", ("--config", "samtrack", "--set", "redetect.shrink_points=1")),
                          ("c_mi_shrink", (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou",

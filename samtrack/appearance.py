@@ -77,6 +77,13 @@ class ScoreMap:
         covered = _coverage(mask, self.score.shape, self.cell) >= 0.5
         return float(self.score[covered].mean()) if covered.any() else -1.0
 
+    def object_fraction(self, mask: np.ndarray) -> tuple[float, int]:
+        """Of the cells that bool ``[H, W]`` ``mask`` covers by half or more, the fraction that
+        look like the object (score > 0), and how many cells that is."""
+        covered = _coverage(mask, self.score.shape, self.cell) >= 0.5
+        count = int(np.count_nonzero(covered))
+        return (float(np.count_nonzero(self.score[covered] > 0)) / count if count else 0.0), count
+
     def _centres(self) -> np.ndarray:
         gh, gw = self.score.shape
         gy, gx = np.mgrid[0:gh, 0:gw]

@@ -85,6 +85,11 @@ class SamplingConfig:
     # Negatives are drawn from a band this many pixels wide outside the mask ("mixed" also
     # draws from anywhere outside it).
     negative_band: int = knob(32, ge=1, le=10_000)
+    # Extra positives on the mask's thin parts (a kite's lines, a bike's frame): pixels that an
+    # opening with a thin_width-pixel disc removes, in pieces of at least 3 x thin_width pixels
+    # (smaller ones are the corners that any opening rounds off). 0 = off.
+    thin_points: int = knob(0, ge=0, le=1000)
+    thin_width: int = knob(9, ge=3, le=255)
     # With user clicks, also add points sampled from the first SAM mask to the clicks.
     extra_points_from_clicks: bool = False
     seed: int = knob(0, ge=0, le=2**32 - 1)
@@ -224,6 +229,10 @@ class FlowConfig:
     # moved by the flow as the mask prompt (mask_prompt) and/or the box of the moved mask (box).
     mask_prompt: bool = False
     box: bool = False
+    # What that mask prompt is made of: the previous frame's low-res logits moved by the flow
+    # (logits), or the previous mask moved by the flow as +-10 logits (mask: the form the
+    # ground-truth oracle prompts with; SAM's own logits carry its over-confident errors along).
+    prior: Literal["logits", "mask"] = "logits"
     # Extra pixels on each side of that box.
     box_margin: float = knob(0.0, ge=0)
     # How the loop's mask and that candidate are chosen between: flow (always the candidate),
@@ -268,6 +277,9 @@ class RedetectConfig:
     add_points: int = knob(3, ge=0, le=1000)
     # ...within this many times sqrt(last good mask area), plus 50 px, of that mask's centre.
     search_radius: float = knob(2.5, gt=0)
+    # ...plus this many px per frame the object has been empty: the longer it is gone (left the
+    # frame, hidden), the further from where it was last seen it may come back.
+    search_growth: float = knob(0.0, ge=0)
     # Positives added at the most object-like cells just outside the last mask (a part the mask
     # lost), scoring above grow_margin; 0 = none.
     grow_points: int = knob(0, ge=0, le=1000)
@@ -276,6 +288,12 @@ class RedetectConfig:
     # -shrink_margin (a hole the mask filled, background it spread onto); 0 = none.
     shrink_points: int = knob(0, ge=0, le=1000)
     shrink_margin: float = 0.0
+    # A decoded mask that covers at least verify_cells cells, fewer than verify_fraction of them
+    # object-like, is rejected and the object left empty on that frame: its points slid onto
+    # the background, or it left the frame and SAM segmented what was behind (0 = off). Small
+    # masks are spared: a few cells of a small, blurred object may all score as background.
+    verify_fraction: float = knob(0.0, ge=0, le=1)
+    verify_cells: int = knob(40, ge=1, le=1_000_000)
 
 
 @dataclass

@@ -73,10 +73,13 @@ class DecodePasses:
         is absent."""
         cfg = self.config
         candidates = cfg.multimask != "off"
+        flowing = {i: o.flow for i, o in objects.items() if o.flow is not None and (o.flow.box is not None or o.flow.prior is not None)}
         current: dict[int, MaskPrediction] = {}
         first: dict[int, Prompt] = {}
         second: set[int] = set()
         for obj_id, o in objects.items():
+            if obj_id in flowing and flowing[obj_id].select == "flow":
+                continue  # the flow candidate is taken whatever the loop's passes give
             positive = o.labels == 1
             if o.prior is not None:
                 first[obj_id] = self._prompt(o, mask_input=o.prior)
@@ -85,7 +88,8 @@ class DecodePasses:
                 second.add(obj_id)
             else:
                 first[obj_id] = self._prompt(o)
-        current.update(self._batch(embedding, first, candidates))
+        if first:
+            current.update(self._batch(embedding, first, candidates))
         if second:
             prompts = {i: self._prompt(objects[i], mask_input=current[i].low_res_logits) for i in second}
             current.update(self._batch(embedding, prompts, candidates))
@@ -103,7 +107,6 @@ class DecodePasses:
             current.update(self._batch(embedding, prompts, candidates))
         if candidates:
             current = {i: select_candidate(p, cfg.multimask, objects[i].previous) for i, p in current.items()}
-        flowing = {i: o.flow for i, o in objects.items() if o.flow is not None and (o.flow.box is not None or o.flow.prior is not None)}
         if flowing:
             # All objects' flow candidates in one batch.
             prompts = {}

@@ -123,6 +123,7 @@ class _Track:
     rejected: int = 0  # consecutive frames whose mask the area guard rejected
     warped: np.ndarray | None = None  # the previous mask moved by the flow onto this frame
     fallen_back: int = 0  # consecutive frames given the flow-moved mask instead of SAM's
+    empty_for: int = 0  # consecutive frames on which the object had no mask
     score_map: "ScoreMap | None" = None  # this frame's appearance scores (redetect)
     # Per point, as of the last finished frame (note_seen): frames since it was last visible
     # (0: visible) and where that was.
@@ -357,7 +358,10 @@ class SamPt:
                     height, width = track.warped.shape
                     box = np.clip(box + np.array([-1, -1, 1, 1], np.float32) * cfg.box_margin, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
                 prior = None
-                if cfg.mask_prompt and track.low_res is not None:
+                if cfg.mask_prompt and cfg.prior == "mask" and track.warped.any():
+                    grid = embedding.features.shape[-2:]
+                    prior = mask_to_low_res(track.warped, embedding.input_size, (4 * grid[0], 4 * grid[1]))
+                elif cfg.mask_prompt and track.low_res is not None:
                     prior = pair.warp_low_res(track.low_res, embedding.input_size)
                 # Read when the candidates are chosen, after this frame's redetect step scored it.
                 look = lambda mask, t=track: t.score_map.mean_inside(mask) if t.score_map is not None else 0.0  # noqa: E731
@@ -441,7 +445,9 @@ class SamPt:
             track.score = scores.get(obj_id)
             if not track.mask.any():
                 track.low_res = None  # a memory of a vanished object would pin where it comes back
+                track.empty_for += 1
             else:
+                track.empty_for = 0
                 track.last_good_mask = track.mask
                 if redetect and obj_id in learn:
                     rng = np.random.default_rng(self.config.sampling.seed)
@@ -456,7 +462,10 @@ class SamPt:
 
     def _accept(self, track: _Track, prediction: MaskPrediction, guard: bool) -> np.ndarray:
         """The object's logits for the merge: the prediction's, or, when the area guard rejects
-        it, the object's last accepted mask moved with its points."""
+        it, the object's last accepted mask moved with its points; nothing, when the mask does
+        not look like the object (``redetect.verify_fraction``)."""
+        if guard and self._looks_wrong(track, prediction.mask):
+            return _as_logits(np.zeros_like(prediction.mask))
         if guard and self._flow_overgrown(track, prediction.logits):
             # The previous mask moved by the flow: it follows an object out of the frame, where a
             # mask moved by the points' median step stays in it.
@@ -467,6 +476,14 @@ class SamPt:
             return _as_logits(_shift_mask(track.last_good_mask, track.motion))
         track.low_res = prediction.low_res_logits
         return prediction.logits
+
+    def _looks_wrong(self, track: _Track, mask: np.ndarray) -> bool:
+        """Whether a large predicted mask has too few object-like cells (``redetect.verify_*``)."""
+        cfg = self.config.redetect
+        if not cfg.verify_fraction or track.score_map is None:
+            return False
+        fraction, cells = track.score_map.object_fraction(mask)
+        return cells >= cfg.verify_cells and fraction < cfg.verify_fraction
 
     def _flow_overgrown(self, track: _Track, logits: np.ndarray) -> bool:
         """Whether a predicted mask is over ``flow.max_growth`` times the previous mask moved by
@@ -518,7 +535,7 @@ class SamPt:
             return
         ys, xs = np.nonzero(track.last_good_mask)
         centre = np.array([xs.mean(), ys.mean()], np.float32)
-        radius = cfg.search_radius * np.sqrt(len(xs)) + 50.0
+        radius = cfg.search_radius * np.sqrt(len(xs)) + 50.0 + cfg.search_growth * track.empty_for
         self._add_positives(track, score_map.best_near(centre, radius, cfg.add_points))
 
     @staticmethod

@@ -151,9 +151,31 @@ class PointSampler:
         if not mask.any():
             raise ValueError("cannot sample query points from an empty mask (the object has no pixels)")
         pos = self.positives(mask, image, rng)
+        if self.config.thin_points:
+            thin = thin_parts(mask, self.config.thin_width)
+            thin[pos[:, 1].astype(np.intp), pos[:, 0].astype(np.intp)] = False
+            if thin.any():
+                pos = np.concatenate([pos, sample_points(thin, self.config.thin_points, "kmedoids", rng,
+                                                         kmedoids_max_pixels=self.config.kmedoids_max_pixels)])
         neg = self.negatives(mask, image, rng)
         labels = np.concatenate([np.ones(len(pos), np.int32), np.zeros(len(neg), np.int32)])
         return np.concatenate([pos, neg]), labels
+
+
+def thin_parts(mask: np.ndarray, width: int) -> np.ndarray:
+    """bool ``[H, W]``: the parts of ``mask`` narrower than ``width`` pixels.
+
+    What an opening with a ``width``-pixel disc removes, kept only in connected pieces of at
+    least ``3 * width`` pixels: lines and struts are long, while the bits an opening shaves off
+    a blob's corners and jagged edges are small.
+    """
+    mask = _as_mask(mask)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width))
+    removed = mask & ~cv2.morphologyEx(mask.view(np.uint8), cv2.MORPH_OPEN, kernel).view(bool)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(removed.view(np.uint8), connectivity=8)
+    keep = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= 3 * width)
+    keep = keep[keep != 0]
+    return np.isin(labels, keep) if len(keep) else np.zeros_like(mask)
 
 
 def _as_mask(mask: np.ndarray) -> np.ndarray:

@@ -34,17 +34,21 @@ def test_choose_by_each_rule(select, expected):
     assert picked is (flow if expected == "flow" else loop)
 
 
-def test_flow_candidates_of_all_objects_are_one_batch():
+@pytest.mark.parametrize("select", ["iou", "flow"])
+def test_flow_candidates_of_all_objects_are_one_batch(select):
     segmenter = Recorder()
     passes = DecodePasses(segmenter, DecodeConfig(use_negative_pass=False, refine_iters=0), lambda name: nullcontext())
     objects = {}
     for obj_id, x in ((1, 2), (2, 20)):
         prior = np.zeros((4, 4), np.float32)
         objects[obj_id] = ObjectPrompt(np.array([[x, 12.0]], np.float32), np.array([1]),
-                                       flow=FlowCandidate(_square(x, x + 10), None, prior, "flow"))
+                                       flow=FlowCandidate(_square(x, x + 10), None, prior, select))
     out = passes.run(ImageEmbedding(None, (40, 40), (40, 40)), objects)
-    assert [len(c) for c in segmenter.calls] == [2, 2]  # the loop's pass, then both candidates
-    assert all(p.mask_input is not None for p in segmenter.calls[1])
+    if select == "flow":  # the candidate is taken whatever the loop gives: its passes are skipped
+        assert [len(c) for c in segmenter.calls] == [2]
+    else:  # the loop's pass, then both candidates
+        assert [len(c) for c in segmenter.calls] == [2, 2]
+    assert all(p.mask_input is not None for p in segmenter.calls[-1])
     assert set(out) == {1, 2}
 
 

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from samtrack.api import VideoPredictor
-from samtrack.appearance import AppearanceModel
+from samtrack.appearance import AppearanceModel, ScoreMap
 from samtrack.config import RedetectConfig, load_config
-from samtrack.segmenters import ImageEmbedding
+from samtrack.pipeline import SamPt, _Track
+from samtrack.segmenters import ImageEmbedding, MaskPrediction
 from samtrack.segmenters.cache import EmbeddingCache
 from samtrack.trackers import Tracks, build_tracker
 
@@ -179,3 +180,52 @@ def test_a_part_the_mask_lost_is_found_again(grow_points):
         assert min(found[5:]) > 0.99  # the blue half is back one frame after it shows
     else:
         assert max(found[4:]) < 0.51  # only the red half, for good
+
+
+@pytest.mark.parametrize("growth", [20.0, 0.0])
+def test_the_search_widens_while_the_object_is_gone(growth):
+    """The square jumps 64 px (cell centre to cell centre), past a search radius of 53 px: with
+    ``search_growth`` the radius grows by 20 px per empty frame, so the object is found one
+    frame later; without, never."""
+    clip = ArrayVideo([jumping_square(t) for t in range(8)])
+    config = load_config("samtrack", ["sampling.n_positive=4", "redetect.search_radius=0.1",
+                                      f"redetect.search_growth={growth}"])
+    predictor = VideoPredictor(config, CellFeatureSegmenter(), StillTracker())
+    state = predictor.init_state(clip)
+    predictor.add_new_mask(state, 0, 1, np.all(jumping_square(0) == COLOURS[1], axis=-1))
+    truth = [np.all(jumping_square(t) == COLOURS[1], axis=-1) for t in range(8)]
+    found = [(r.mask(1) & truth[r.frame_index]).sum() / truth[r.frame_index].sum() for r in predictor.propagate_in_video(state)]
+    assert min(found[:3]) > 0.99 and found[3] == 0.0  # lost on the frame it jumped
+    if growth:
+        assert min(found[4:]) > 0.99
+    else:
+        assert max(found[4:]) == 0.0
+
+
+def _prediction(mask: np.ndarray) -> MaskPrediction:
+    return MaskPrediction(logits=np.where(mask, 5.0, -5.0).astype(np.float32), iou=0.9,
+                          low_res_logits=np.zeros((16, 32), np.float32))
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.0])
+def test_a_large_mask_that_does_not_look_like_the_object_is_rejected(fraction):
+    config = load_config("samtrack", [f"redetect.verify_fraction={fraction}", "redetect.verify_cells=6"])
+    pipeline = SamPt(CellFeatureSegmenter(), StillTracker(), config)
+    track = _Track(obj_id=1)
+    score = np.full((H // 16, W // 16), -0.5, np.float32)
+    score[1:3, 0:2] = 0.5  # the object's 2 x 2 cells look like it, nothing else does
+    track.score_map = ScoreMap(score=score, cell=(16.0, 16.0))
+    masks = {"object": (slice(16, 48), slice(0, 32)), "background": (slice(0, 64), slice(48, 128)),
+             "small background": (slice(0, 32), slice(96, 128)), "object and 8 background cells": (slice(0, 64), slice(0, 64))}
+    kept = {}
+    for name, (rows, cols) in masks.items():
+        mask = np.zeros((H, W), bool)
+        mask[rows, cols] = True
+        kept[name] = bool((pipeline._accept(track, _prediction(mask), guard=True) > 0).any())
+    # 20 background cells: rejected; 4 (under verify_cells): spared; 4 object cells of 16 (25 %): kept.
+    assert kept == {"object": True, "background": not fraction, "small background": True,
+                    "object and 8 background cells": True}
+    # A user's prompt on this frame is never second-guessed.
+    big = np.zeros((H, W), bool)
+    big[:, 48:] = True
+    assert (pipeline._accept(track, _prediction(big), guard=False) > 0).any()

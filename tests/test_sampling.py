@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from samtrack.config import SamplingConfig
-from samtrack.sampling import PointSampler, sample_points
+from samtrack.sampling import PointSampler, sample_points, thin_parts
 
 from .conftest import load_frame, load_gt
 
@@ -336,6 +336,40 @@ def test_mask_covering_the_image_has_no_negatives():
         assert sampler.negatives(mask, image, _rng()).shape == (0, 2)
         points, labels = sampler.sample(mask, image, _rng())
         assert points.shape == (8, 2) and (labels == 1).all()
+
+
+def _kite() -> tuple[np.ndarray, np.ndarray]:
+    """A disc (the body) with a 2-pixel line (its string) running from it; and the line alone."""
+    body = _disk(40, 60, 20)
+    line = np.zeros((H, W), bool)
+    line[59:61, 60:150] = True
+    return body | line, line & ~body
+
+
+def test_thin_parts_are_the_line_not_the_blob_edges():
+    mask, line = _kite()
+    thin = thin_parts(mask, 9)
+    # All of the line is thin; of the disc, at most the few pixels where the line meets it.
+    assert thin[line].mean() > 0.95
+    assert np.count_nonzero(thin & ~line) <= 10
+    # A blob alone (a square with corners an opening rounds off) has no thin parts.
+    square = np.zeros((H, W), bool)
+    square[20:80, 30:100] = True
+    assert not thin_parts(square, 9).any()
+
+
+def test_thin_points_add_positives_on_the_thin_parts():
+    mask, line = _kite()
+    image = _noise_image()
+    plain = _sampler(n_positive=8, n_negative=1).sample(mask, image, _rng())[0][:8]
+    points, labels = _sampler(n_positive=8, n_negative=1, thin_points=3).sample(mask, image, _rng())
+    np.testing.assert_array_equal(labels, [1] * 11 + [0])
+    np.testing.assert_array_equal(points[:8], plain)  # the usual positives are unchanged
+    _assert_in(points[8:11], line)
+    _assert_distinct(points[:11])
+    # No thin part: no extra points.
+    points, labels = _sampler(n_positive=8, n_negative=1, thin_points=3).sample(_disk(70, 60, 25), image, _rng())
+    assert (labels == 1).sum() == 8
 
 
 def test_sample_on_an_empty_mask_is_a_clear_error():
