@@ -96,28 +96,44 @@ class ScoreMap:
 
 
 class AppearanceModel:
-    """Feature banks of one object and of its surroundings, from the frame it was given on."""
+    """Feature banks of one object and of its surroundings, from the frame it was given on, and
+    optionally from one recent frame (:meth:`update`)."""
 
     def __init__(self, embedding: ImageEmbedding, mask: np.ndarray, config: RedetectConfig, rng: np.random.Generator) -> None:
-        cells, cell = _cells(embedding)
-        gh, gw = cells.shape[:2]
-        inside = _coverage(mask, (gh, gw), cell) > 0.6
-        # Cells touching the (slightly grown) object are neither: their features mix both.
-        grown = cv2.dilate(mask.astype(np.uint8), np.ones((25, 25), np.uint8))
-        outside = _coverage(grown, (gh, gw), cell) < 0.01
-        self.foreground = _subsample(cells[inside], config.bank_size, rng)
-        self.background = _subsample(cells[outside], 2 * config.bank_size, rng)
+        self.config = config
+        self.foreground, self.background = _banks(embedding, mask, config.bank_size, rng)
+        empty = np.zeros((0, self.foreground.shape[-1]), np.float32)
+        self.recent_foreground, self.recent_background = empty, empty
 
     @property
     def usable(self) -> bool:
         return len(self.foreground) > 0 and len(self.background) > 0
 
+    def update(self, embedding: ImageEmbedding, mask: np.ndarray, rng: np.random.Generator) -> None:
+        """Replace the recent banks by the object's and its surroundings' look on this frame."""
+        foreground, background = _banks(embedding, mask, self.config.bank_size, rng)
+        if len(foreground) and len(background):
+            self.recent_foreground, self.recent_background = foreground, background
+
     def score(self, embedding: ImageEmbedding) -> ScoreMap:
-        """Per cell, best similarity to the object bank minus best similarity to the background bank."""
+        """Per cell, best similarity to the object banks minus best similarity to the background banks."""
         cells, cell = _cells(embedding)
         flat = cells.reshape(-1, cells.shape[-1])
-        score = (flat @ self.foreground.T).max(axis=1) - (flat @ self.background.T).max(axis=1)
+        foreground = np.concatenate([self.foreground, self.recent_foreground])
+        background = np.concatenate([self.background, self.recent_background])
+        score = (flat @ foreground.T).max(axis=1) - (flat @ background.T).max(axis=1)
         return ScoreMap(score=score.reshape(cells.shape[:2]).astype(np.float32), cell=cell)
+
+
+def _banks(embedding: ImageEmbedding, mask: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``size`` cell features of the object and ``2 * size`` of its surroundings."""
+    cells, cell = _cells(embedding)
+    gh, gw = cells.shape[:2]
+    inside = _coverage(mask, (gh, gw), cell) > 0.6
+    # Cells touching the (slightly grown) object are neither: their features mix both.
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((25, 25), np.uint8))
+    outside = _coverage(grown, (gh, gw), cell) < 0.01
+    return _subsample(cells[inside], size, rng), _subsample(cells[outside], 2 * size, rng)
 
 
 def _cells(embedding: ImageEmbedding) -> tuple[np.ndarray, tuple[float, float]]:

@@ -271,6 +271,14 @@ class RedetectConfig:
     enabled: bool = False
     # Feature vectors kept of the object (twice as many of its surroundings).
     bank_size: int = knob(300, ge=1, le=100_000)
+    # Every update_every frames (0 = never), a second pair of banks, of the object's and its
+    # surroundings' look on a recent frame, is learnt again from the frame's mask when SAM rates
+    # it at least update_min_iou and at least update_min_fraction of its cells already look like
+    # the object: an object that turns, opens its wings or gets lit differently stays known,
+    # while the banks of the prompted frame keep it from drifting onto a look-alike.
+    update_every: int = knob(0, ge=0, le=100_000)
+    update_min_iou: float = knob(0.85, ge=0, le=1)
+    update_min_fraction: float = knob(0.5, ge=0, le=1)
     # With fewer positive points on object-like cells than this, new points are added...
     min_points: int = knob(3, ge=0, le=1000)
     # ...this many, at the best object-like cells...
@@ -294,6 +302,9 @@ class RedetectConfig:
     # masks are spared: a few cells of a small, blurred object may all score as background.
     verify_fraction: float = knob(0.0, ge=0, le=1)
     verify_cells: int = knob(40, ge=1, le=1_000_000)
+    # Check each connected piece of the mask on its own and drop only the pieces that fail (a
+    # look-alike banner the mask spread onto), instead of the whole mask.
+    verify_parts: bool = False
 
 
 @dataclass

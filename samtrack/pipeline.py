@@ -124,6 +124,7 @@ class _Track:
     warped: np.ndarray | None = None  # the previous mask moved by the flow onto this frame
     fallen_back: int = 0  # consecutive frames given the flow-moved mask instead of SAM's
     empty_for: int = 0  # consecutive frames on which the object had no mask
+    since_update: int = 0  # frames since its appearance's recent banks were learnt
     score_map: "ScoreMap | None" = None  # this frame's appearance scores (redetect)
     # Per point, as of the last finished frame (note_seen): frames since it was last visible
     # (0: visible) and where that was.
@@ -428,7 +429,7 @@ class SamPt:
         predictions = self.passes.run(encoded(), requests) if requests else {}
         scores: dict[int, float] = {}
         for obj_id, prediction in predictions.items():
-            logits[obj_id] = self._accept(tracks[obj_id], prediction, guard=obj_id not in clicks)
+            logits[obj_id] = self._accept(tracks[obj_id], prediction, obj_id not in clicks, encoded().input_size)
             scores[obj_id] = prediction.iou
         fallback = self.config.flow.fallback_frames
         for obj_id, track in tracks.items():
@@ -453,6 +454,9 @@ class SamPt:
                     rng = np.random.default_rng(self.config.sampling.seed)
                     model = AppearanceModel(encoded(), track.mask, self.config.redetect, rng)
                     track.appearance = model if model.usable else None
+                    track.since_update = 0
+                elif redetect and track.appearance is not None:
+                    self._update_appearance(track, scores.get(obj_id), encoded())
         return FrameResult(
             frame_index=frame_index,
             label_map=source.to_original(label_map),
@@ -460,30 +464,60 @@ class SamPt:
             scores=scores,
         )
 
-    def _accept(self, track: _Track, prediction: MaskPrediction, guard: bool) -> np.ndarray:
-        """The object's logits for the merge: the prediction's, or, when the area guard rejects
-        it, the object's last accepted mask moved with its points; nothing, when the mask does
-        not look like the object (``redetect.verify_fraction``)."""
-        if guard and self._looks_wrong(track, prediction.mask):
-            return _as_logits(np.zeros_like(prediction.mask))
-        if guard and self._flow_overgrown(track, prediction.logits):
+    def _update_appearance(self, track: _Track, iou: float | None, embedding: ImageEmbedding) -> None:
+        """Learn the object's recent look from its mask on this frame when the schedule says so
+        and the mask is trusted (``redetect.update_*``)."""
+        cfg = self.config.redetect
+        track.since_update += 1
+        if not cfg.update_every or track.since_update < cfg.update_every or iou is None or iou < cfg.update_min_iou:
+            return
+        if track.score_map is None or track.score_map.object_fraction(track.mask)[0] < cfg.update_min_fraction:
+            return
+        rng = np.random.default_rng(self.config.sampling.seed + track.since_update)
+        track.appearance.update(embedding, track.mask, rng)
+        track.since_update = 0
+
+    def _accept(self, track: _Track, prediction: MaskPrediction, guard: bool, input_size: tuple[int, int]) -> np.ndarray:
+        """The object's logits for the merge: the prediction's, less the pieces that do not look
+        like the object (``redetect.verify_*``), or, when the area guard rejects it, the
+        object's last accepted mask moved with its points."""
+        logits, low_res = prediction.logits, prediction.low_res_logits
+        if guard:
+            dropped = self._not_like_object(track, prediction.mask)
+            if dropped is not None:
+                if dropped.all() or not (prediction.mask & ~dropped).any():
+                    return _as_logits(np.zeros_like(prediction.mask))
+                # The memory forgets them too, or the flow candidate's mask prompt brings them back.
+                logits = np.where(dropped, np.float32(-1e4), logits)
+                low_res = np.where(mask_to_low_res(dropped, input_size, low_res.shape) > 0, np.float32(-10.0), low_res)
+        if guard and self._flow_overgrown(track, logits):
             # The previous mask moved by the flow: it follows an object out of the frame, where a
             # mask moved by the points' median step stays in it.
             return _as_logits(track.warped if track.warped is not None else np.zeros_like(prediction.mask))
-        if guard and self._overgrown(track, prediction.logits):
+        if guard and self._overgrown(track, logits):
             if track.warped is not None and track.warped.any():
                 return _as_logits(track.warped)
             return _as_logits(_shift_mask(track.last_good_mask, track.motion))
-        track.low_res = prediction.low_res_logits
-        return prediction.logits
+        track.low_res = low_res
+        return logits
 
-    def _looks_wrong(self, track: _Track, mask: np.ndarray) -> bool:
-        """Whether a large predicted mask has too few object-like cells (``redetect.verify_*``)."""
+    def _not_like_object(self, track: _Track, mask: np.ndarray) -> np.ndarray | None:
+        """The pixels of a predicted mask to drop because they do not look like the object: the
+        whole mask, or with ``redetect.verify_parts`` each connected piece on its own, when it
+        covers at least ``verify_cells`` cells and under ``verify_fraction`` of them are
+        object-like. None when nothing is dropped."""
         cfg = self.config.redetect
-        if not cfg.verify_fraction or track.score_map is None:
-            return False
-        fraction, cells = track.score_map.object_fraction(mask)
-        return cells >= cfg.verify_cells and fraction < cfg.verify_fraction
+        if not cfg.verify_fraction or track.score_map is None or not mask.any():
+            return None
+        if not cfg.verify_parts:
+            fraction, cells = track.score_map.object_fraction(mask)
+            return mask if cells >= cfg.verify_cells and fraction < cfg.verify_fraction else None
+        count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+        dropped = np.zeros(count, bool)
+        for piece in range(1, count):
+            fraction, cells = track.score_map.object_fraction(labels == piece)
+            dropped[piece] = cells >= cfg.verify_cells and fraction < cfg.verify_fraction
+        return dropped[labels] if dropped.any() else None
 
     def _flow_overgrown(self, track: _Track, logits: np.ndarray) -> bool:
         """Whether a predicted mask is over ``flow.max_growth`` times the previous mask moved by

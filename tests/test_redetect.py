@@ -221,11 +221,55 @@ def test_a_large_mask_that_does_not_look_like_the_object_is_rejected(fraction):
     for name, (rows, cols) in masks.items():
         mask = np.zeros((H, W), bool)
         mask[rows, cols] = True
-        kept[name] = bool((pipeline._accept(track, _prediction(mask), guard=True) > 0).any())
+        kept[name] = bool((pipeline._accept(track, _prediction(mask), True, (H, W)) > 0).any())
     # 20 background cells: rejected; 4 (under verify_cells): spared; 4 object cells of 16 (25 %): kept.
     assert kept == {"object": True, "background": not fraction, "small background": True,
                     "object and 8 background cells": True}
     # A user's prompt on this frame is never second-guessed.
     big = np.zeros((H, W), bool)
     big[:, 48:] = True
-    assert (pipeline._accept(track, _prediction(big), guard=False) > 0).any()
+    assert (pipeline._accept(track, _prediction(big), False, (H, W)) > 0).any()
+
+
+def test_recent_banks_learn_a_new_look_and_the_first_one_stays():
+    rng = np.random.default_rng(0)
+    red, blue, grey = np.array([1.0, 0, 0, 0.2]), np.array([0, 0, 1.0, 0.2]), np.array([0.1, 0.1, 0.1, 0.3])
+
+    def grid(colour_at: dict) -> ImageEmbedding:
+        features = np.tile(grey[:, None, None], (1, 8, 8)).astype(np.float32)
+        for (r, c), colour in colour_at.items():
+            features[:, r, c] = colour
+        return grid_embedding(features)
+
+    mask = np.zeros((H, W), bool)
+    mask[16:32, 0:16] = True  # cell (1, 0)
+    model = AppearanceModel(grid({(1, 0): red}), mask, RedetectConfig(), rng)
+    turned = grid({(1, 0): blue, (2, 5): red})
+    before = model.score(turned)
+    assert before.score[1, 0] < 0 < before.score[2, 5]  # blue is not the object yet
+    model.update(grid({(1, 0): blue}), mask, rng)  # the mask says the blue cell is the object now
+    after = model.score(turned)
+    assert after.score[1, 0] > 0 and after.score[2, 5] > 0  # both looks are the object's
+    assert (np.delete(after.score.ravel(), [1 * 8 + 0, 2 * 8 + 5]) < 0).all()  # the background still is not
+    model.update(turned, np.zeros((H, W), bool), rng)  # nothing to learn from: the banks stay
+    assert model.score(turned).score[1, 0] > 0
+
+
+@pytest.mark.parametrize("iou, fraction, learns", [(0.9, 0.6, True), (0.8, 0.6, False), (0.9, 0.4, False)])
+def test_the_look_is_relearnt_on_schedule_from_trusted_masks_only(iou, fraction, learns):
+    config = load_config("samtrack", ["redetect.update_every=2", "redetect.update_min_iou=0.85",
+                                      "redetect.update_min_fraction=0.5"])
+    pipeline = SamPt(CellFeatureSegmenter(), StillTracker(), config)
+    calls = []
+
+    class Appearance:
+        def update(self, embedding, mask, rng):
+            calls.append(mask)
+
+    track = _Track(obj_id=1, appearance=Appearance(), mask=np.ones((H, W), bool))
+    score = np.full((H // 16, W // 16), -0.5, np.float32)
+    score.ravel()[: int(round(fraction * score.size))] = 0.5
+    track.score_map = ScoreMap(score=score, cell=(16.0, 16.0))
+    for _ in range(4):
+        pipeline._update_appearance(track, iou, embedding=None)
+    assert len(calls) == (2 if learns else 0)  # on frames 2 and 4
