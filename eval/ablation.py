@@ -98,20 +98,14 @@ SEGMENTER_VARIANTS = (
 _FLOW = ("--config", "samtrack", "--set", "flow.enabled=true")
 _CANDIDATE = (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
               "--set", "redetect.verify_fraction=0.1", "--set", "sampling.n_positive=16")
-# The preset issue 13 settled on (see docs/RESULTS.md), written out so that the rows stay what they were.
 _NEW = (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
         "--set", "redetect.verify_fraction=0.1")
 _C1PASS = (*_FLOW, "--set", "flow.longest_side=427", "--set", "flow.mask_prompt=true", "--set", "flow.select=iou",
            "--set", "decode.use_negative_pass=false", "--set", "redetect.shrink_points=1", "--set", "redetect.verify_fraction=0.1")
 QUALITY_VARIANTS = (
     Variant("base", "samtrack preset (default before issue 13): MobileSAM ONNX unpadded, OpenVINO", ("--config", "samtrack")),
-    Variant("f_box_agree", "flow candidate: points + box of the flow-moved mask (8 px margin) + moved low-res logits, "
-            "chosen by agreement with the moved mask", (*_FLOW, "--set", "flow.box=true", "--set", "flow.mask_prompt=true",
-                                                         "--set", "flow.box_margin=8")),
     Variant("f_mask_iou", "flow candidate: points + moved low-res logits, chosen by predicted IoU",
             (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou")),
-    Variant("f_mask_flow", "flow candidate: points + moved low-res logits, always taken (warped mask memory)",
-            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=flow")),
     Variant("f_mask_look", "flow candidate: points + moved low-res logits, chosen by mean appearance score",
             (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=look")),
     Variant("f_box_iou", "flow candidate: points + box of the moved mask, chosen by predicted IoU",
@@ -124,9 +118,6 @@ QUALITY_VARIANTS = (
             ("--config", "samtrack", "--set", "redetect.shrink_points=1")),
     Variant("c_mi_shrink", "f_mask_iou + r_shrink1", (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou",
                                                       "--set", "redetect.shrink_points=1")),
-    Variant("c_mi_shrink_m03", "c_mi_shrink, the candidate taken only when its predicted IoU is 0.03 higher",
-            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
-             "--set", "flow.iou_margin=0.03")),
     Variant("f_bin_iou", "flow candidate: points + the previous mask moved by the flow as the mask prompt (+-10 logits, "
             "as the oracle's), chosen by predicted IoU",
             (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.prior=mask", "--set", "flow.select=iou")),
@@ -155,20 +146,15 @@ QUALITY_VARIANTS = (
             ("--config", "samtrack", "--set", "sampling.n_negative=3", "--set", "sampling.negative_method=kmedoids")),
     Variant("shrink3", "samtrack + negatives on the 3 most background-like cells inside the last mask",
             ("--config", "samtrack", "--set", "redetect.shrink_points=3")),
+    Variant("v_parts30", "c_mi_shrink_look10, each connected piece of the mask checked on its own, at 30%",
+            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
+             "--set", "redetect.verify_fraction=0.3", "--set", "redetect.verify_parts=true")),
     Variant("c_upd", "c_mi_shrink_look10 + the object's look relearnt every 5 frames from a trusted mask",
             (*_NEW, "--set", "redetect.update_every=5")),
-    Variant("c_upd5", "c_mi_look_p16 + the object's look relearnt every 5 frames from a trusted mask",
-            (*_CANDIDATE, "--set", "redetect.update_every=5")),
     *(Variant(f"{name}_seed{seed}", f"{name} with sampling seed {seed}", (*args, "--set", f"sampling.seed={seed}"))
       for name, args in (("base", ("--config", "samtrack")),
                          ("c_mi_look_p16", _CANDIDATE),
-                         ("c_mi_shrink_look10", _NEW),
-                         ("c_upd", (*_NEW, "--set", "redetect.update_every=5")),
-                         ("c_upd5", (*_CANDIDATE, "--set", "redetect.update_every=5")),
-                         ("f_mask_iou", (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou")),
-                         ("r_shrink1", ("--config", "samtrack", "--set", "redetect.shrink_points=1")),
-                         ("c_mi_shrink", (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou",
-                                          "--set", "redetect.shrink_points=1")))
+                         ("c_upd", (*_NEW, "--set", "redetect.update_every=5")))
       for seed in (1, 2)),
     Variant("oracle_fast", "ORACLE: points sampled from each frame's ground truth (as issue 4's oracle)",
             ("--config", "fast", "--method", "oracle")),
