@@ -182,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=sorted({v.name for g, _ in GROUPS.values() for v in g}),
                         help="only these (of the group)")
     parser.add_argument("--table-only", action="store_true", help="only rewrite the table from finished runs")
+    parser.add_argument("--marker", help="write between <!-- MARKER:start --> and <!-- MARKER:end --> (default: the group's; "
+                                         "e.g. a second table of the same group on another split)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     variants, marker = GROUPS[args.group]
+    marker = args.marker or marker
     chosen = [v for v in variants if not args.variants or v.name in args.variants]
     for variant in [] if args.table_only else chosen:
         command = [sys.executable, "-m", "samtrack.cli", "eval", "davis", "--root", args.root, "--year", str(args.year),
