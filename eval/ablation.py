@@ -96,16 +96,17 @@ SEGMENTER_VARIANTS = (
             ("--config", "fast", "--method", "oracle", "--segmenter", "mobilesam", "--set", "segmenter.unpadded=false")),
 )
 _FLOW = ("--config", "samtrack", "--set", "flow.enabled=true")
-_CANDIDATE = (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
-              "--set", "redetect.verify_fraction=0.1", "--set", "sampling.n_positive=16")
-_NEW = (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
-        "--set", "redetect.verify_fraction=0.1")
-_C1PASS = (*_FLOW, "--set", "flow.longest_side=427", "--set", "flow.mask_prompt=true", "--set", "flow.select=iou",
-           "--set", "decode.use_negative_pass=false", "--set", "redetect.shrink_points=1", "--set", "redetect.verify_fraction=0.1")
+# The flow candidate chosen by predicted IoU (f_mask_iou), + a shrink negative (c_mi_shrink), + the
+# look check (c_mi_shrink_look10), + 16 positives (c_mi_look_p16): the combinations the rows build on.
+_MI = (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou")
+_MI_SHRINK = (*_MI, "--set", "redetect.shrink_points=1")
+_NEW = (*_MI_SHRINK, "--set", "redetect.verify_fraction=0.1")
+_CANDIDATE = (*_NEW, "--set", "sampling.n_positive=16")
+_C1PASS = (*_NEW, "--set", "flow.longest_side=427", "--set", "decode.use_negative_pass=false")
 QUALITY_VARIANTS = (
     Variant("base", "samtrack preset (default before issue 13): MobileSAM ONNX unpadded, OpenVINO", ("--config", "samtrack")),
     Variant("f_mask_iou", "flow candidate: points + moved low-res logits, chosen by predicted IoU",
-            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou")),
+            _MI),
     Variant("f_mask_look", "flow candidate: points + moved low-res logits, chosen by mean appearance score",
             (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=look")),
     Variant("f_box_iou", "flow candidate: points + box of the moved mask, chosen by predicted IoU",
@@ -116,21 +117,18 @@ QUALITY_VARIANTS = (
             (*_FLOW, "--set", "flow.fallback_frames=3")),
     Variant("r_shrink1", "samtrack + a negative on the most background-like cell inside the last mask",
             ("--config", "samtrack", "--set", "redetect.shrink_points=1")),
-    Variant("c_mi_shrink", "f_mask_iou + r_shrink1", (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou",
-                                                      "--set", "redetect.shrink_points=1")),
+    Variant("c_mi_shrink", "f_mask_iou + r_shrink1", _MI_SHRINK),
     Variant("f_bin_iou", "flow candidate: points + the previous mask moved by the flow as the mask prompt (+-10 logits, "
             "as the oracle's), chosen by predicted IoU",
-            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.prior=mask", "--set", "flow.select=iou")),
+            (*_MI, "--set", "flow.prior=mask")),
     Variant("f_bin_flow", "one pass: points + the previous mask moved by the flow as the mask prompt, always taken",
             (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.prior=mask", "--set", "flow.select=flow")),
     Variant("v_look10", "samtrack + a mask of 40 cells or more with under 10% object-like cells is rejected (object empty)",
             ("--config", "samtrack", "--set", "redetect.verify_fraction=0.1")),
     Variant("v_look20", "v_look10 with 20%", ("--config", "samtrack", "--set", "redetect.verify_fraction=0.2")),
-    Variant("c_mi_shrink_look10", "c_mi_shrink + v_look10",
-            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
-             "--set", "redetect.verify_fraction=0.1")),
+    Variant("c_mi_shrink_look10", "c_mi_shrink + v_look10", _NEW),
     Variant("f_mask_iou_look10", "f_mask_iou + v_look10",
-            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.verify_fraction=0.1")),
+            (*_MI, "--set", "redetect.verify_fraction=0.1")),
     Variant("p16", "samtrack with 16 positive points instead of 8", ("--config", "samtrack", "--set", "sampling.n_positive=16")),
     Variant("iou50", "samtrack keeping masks of predicted IoU 0.5 or more (0.7)",
             ("--config", "samtrack", "--set", "decode.iou_threshold=0.5")),
@@ -147,8 +145,7 @@ QUALITY_VARIANTS = (
     Variant("shrink3", "samtrack + negatives on the 3 most background-like cells inside the last mask",
             ("--config", "samtrack", "--set", "redetect.shrink_points=3")),
     Variant("v_parts30", "c_mi_shrink_look10, each connected piece of the mask checked on its own, at 30%",
-            (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou", "--set", "redetect.shrink_points=1",
-             "--set", "redetect.verify_fraction=0.3", "--set", "redetect.verify_parts=true")),
+            (*_MI_SHRINK, "--set", "redetect.verify_fraction=0.3", "--set", "redetect.verify_parts=true")),
     Variant("c_upd", "c_mi_shrink_look10 + the object's look relearnt every 5 frames from a trusted mask",
             (*_NEW, "--set", "redetect.update_every=5")),
     *(Variant(f"{name}_seed{seed}", f"{name} with sampling seed {seed}", (*args, "--set", f"sampling.seed={seed}"))

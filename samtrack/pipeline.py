@@ -485,7 +485,7 @@ class SamPt:
         if guard:
             dropped = self._not_like_object(track, prediction.mask)
             if dropped is not None:
-                if dropped.all() or not (prediction.mask & ~dropped).any():
+                if not (prediction.mask & ~dropped).any():
                     return _as_logits(np.zeros_like(prediction.mask))
                 # The memory forgets them too, or the flow candidate's mask prompt brings them back.
                 logits = np.where(dropped, np.float32(-1e4), logits)
