@@ -400,7 +400,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
-PRESETS = ("samtrack", "sam_pt", "sam_pt_reinit", "sam_pt_cotracker", "fast", "everything")
+PRESETS = ("samtrack", "quality", "sam_pt", "sam_pt_reinit", "sam_pt_cotracker", "fast", "everything")
 DEFAULT_PRESET = "samtrack"
 # The default preset when the tracker is a learned one (asked for, or auto's choice on CUDA):
 # samtrack's every-frame re-sampling is tuned for LK and would cut CoTracker's windows to 2

@@ -39,3 +39,16 @@ def test_detail_adds_j_and_f_per_sequence_and_the_best_oracle(tmp_path):
     assert "Per sequence (J):" in text and "| a_1 | 0.600 | 1.000 | 0.500 |" in text
     assert "Per sequence (F):" in text and "| a_1 | 0.400 | 1.000 | 0.500 |" in text
     assert "best oracle's (`oracle_fast`)" in text and "- `oracle_box` 0.526 (a_1 0.50)" in text  # 0.5 / 0.95
+
+
+def test_the_quality_preset_is_the_measured_variant():
+    """configs/quality.yaml is the c_mi_look_p16 row of the quality ablation, knob for knob."""
+    from samtrack.config import load_config
+    from samtrack.eval.ablation import QUALITY_VARIANTS
+
+    args = next(v.args for v in QUALITY_VARIANTS if v.name == "c_mi_look_p16")
+    assert args[:2] == ("--config", "samtrack")
+    overrides = [args[i + 1] for i in range(2, len(args), 2) if args[i] == "--set"]
+    assert len(overrides) == (len(args) - 2) // 2
+    assert load_config("quality") == load_config("samtrack", overrides)
+    assert load_config("quality") != load_config("samtrack")
