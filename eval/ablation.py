@@ -104,7 +104,7 @@ _NEW = (*_MI_SHRINK, "--set", "redetect.verify_fraction=0.1")
 _CANDIDATE = (*_NEW, "--set", "sampling.n_positive=16")
 _C1PASS = (*_NEW, "--set", "flow.longest_side=427", "--set", "decode.use_negative_pass=false")
 QUALITY_VARIANTS = (
-    Variant("base", "samtrack preset (default before issue 13): MobileSAM ONNX unpadded, OpenVINO", ("--config", "samtrack")),
+    Variant("base", "samtrack preset (the default, unchanged by issue 13): MobileSAM ONNX unpadded, OpenVINO", ("--config", "samtrack")),
     Variant("f_mask_iou", "flow candidate: points + moved low-res logits, chosen by predicted IoU",
             _MI),
     Variant("f_mask_look", "flow candidate: points + moved low-res logits, chosen by mean appearance score",
@@ -139,7 +139,7 @@ QUALITY_VARIANTS = (
             _C1PASS),
     Variant("f_points_lost", "points the tracker lost carried on by the flow", (*_FLOW, "--set", "flow.points=lost")),
     Variant("c_1pass_p16", "c_1pass with 16 positive points", (*_C1PASS, "--set", "sampling.n_positive=16")),
-    Variant("c_mi_look_p16", "c_mi_shrink_look10 with 16 positive points", _CANDIDATE),
+    Variant("c_mi_look_p16", "c_mi_shrink_look10 with 16 positive points: the quality preset", _CANDIDATE),
     Variant("neg3band", "samtrack with 3 negatives, K-Medoids in the 32 px band around the mask (1, anywhere outside)",
             ("--config", "samtrack", "--set", "sampling.n_negative=3", "--set", "sampling.negative_method=kmedoids")),
     Variant("shrink3", "samtrack + negatives on the 3 most background-like cells inside the last mask",
