@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..decoding import DecodePasses, ObjectPrompt, mask_box
-from ..flow import mask_to_low_res
+from ..flow import mask_as_prompt
 from ..pipeline import SamPt, merge_logits, with_negatives
 from ..segmenters import ImageEmbedding
 from ..video import open_video
@@ -92,6 +92,5 @@ def _oracle_prompt(prompt: str, xy: np.ndarray, labels: np.ndarray, truth: np.nd
         xy, labels = np.zeros((0, 2), np.float32), np.zeros(0, np.int32)
     prior = None
     if "mask" in prompt.split("+") and before.any():
-        grid = embedding.features.shape[-2:]
-        prior = mask_to_low_res(before, embedding.input_size, (4 * grid[0], 4 * grid[1]))
+        prior = mask_as_prompt(before, embedding)
     return ObjectPrompt(xy, labels, box, prior, previous=truth)

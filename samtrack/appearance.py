@@ -74,15 +74,18 @@ class ScoreMap:
     def mean_inside(self, mask: np.ndarray) -> float:
         """Mean score of the cells that bool ``[H, W]`` ``mask`` covers by half or more (-1 when
         it covers none): how much a candidate mask looks like the object."""
-        covered = _coverage(mask, self.score.shape, self.cell) >= 0.5
-        return float(self.score[covered].mean()) if covered.any() else -1.0
+        inside = self._inside(mask)
+        return float(inside.mean()) if len(inside) else -1.0
 
     def object_fraction(self, mask: np.ndarray) -> tuple[float, int]:
         """Of the cells that bool ``[H, W]`` ``mask`` covers by half or more, the fraction that
         look like the object (score > 0), and how many cells that is."""
-        covered = _coverage(mask, self.score.shape, self.cell) >= 0.5
-        count = int(np.count_nonzero(covered))
-        return (float(np.count_nonzero(self.score[covered] > 0)) / count if count else 0.0), count
+        inside = self._inside(mask)
+        return (float(np.count_nonzero(inside > 0)) / len(inside) if len(inside) else 0.0), len(inside)
+
+    def _inside(self, mask: np.ndarray) -> np.ndarray:
+        """Scores of the cells that ``mask`` covers by half or more."""
+        return self.score[_coverage(mask, self.score.shape, self.cell) >= 0.5]
 
     def _centres(self) -> np.ndarray:
         gh, gw = self.score.shape
@@ -102,8 +105,8 @@ class AppearanceModel:
     def __init__(self, embedding: ImageEmbedding, mask: np.ndarray, config: RedetectConfig, rng: np.random.Generator) -> None:
         self.config = config
         self.foreground, self.background = _banks(embedding, mask, config.bank_size, rng)
-        empty = np.zeros((0, self.foreground.shape[-1]), np.float32)
-        self.recent_foreground, self.recent_background = empty, empty
+        # What score() compares with: the prompted frame's banks, then the recent ones (update).
+        self._compared = (self.foreground, self.background)
 
     @property
     def usable(self) -> bool:
@@ -113,14 +116,14 @@ class AppearanceModel:
         """Replace the recent banks by the object's and its surroundings' look on this frame."""
         foreground, background = _banks(embedding, mask, self.config.bank_size, rng)
         if len(foreground) and len(background):
-            self.recent_foreground, self.recent_background = foreground, background
+            # Joined once here, not on every frame's score().
+            self._compared = (np.concatenate([self.foreground, foreground]), np.concatenate([self.background, background]))
 
     def score(self, embedding: ImageEmbedding) -> ScoreMap:
         """Per cell, best similarity to the object banks minus best similarity to the background banks."""
         cells, cell = _cells(embedding)
         flat = cells.reshape(-1, cells.shape[-1])
-        foreground = np.concatenate([self.foreground, self.recent_foreground])
-        background = np.concatenate([self.background, self.recent_background])
+        foreground, background = self._compared
         score = (flat @ foreground.T).max(axis=1) - (flat @ background.T).max(axis=1)
         return ScoreMap(score=score.reshape(cells.shape[:2]).astype(np.float32), cell=cell)
 

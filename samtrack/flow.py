@@ -11,11 +11,15 @@ marked unreliable (occluded, or the flow is wrong there).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from .config import FlowConfig
+
+if TYPE_CHECKING:
+    from .segmenters import ImageEmbedding
 
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -158,6 +162,13 @@ def mask_to_low_res(mask: np.ndarray, input_size: tuple[int, int], shape: tuple[
     out = np.full(shape, -value, np.float32)
     out[:ch, :cw] = (2 * small - 1) * value
     return out
+
+
+def mask_as_prompt(mask: np.ndarray, embedding: "ImageEmbedding", value: float = 10.0) -> np.ndarray:
+    """A bool ``[H, W]`` frame mask as SAM's mask prompt for ``embedding`` (low-res logits on its
+    grid: ``[4gh, 4gw]``); see :func:`mask_to_low_res`."""
+    grid = embedding.features.shape[-2:]
+    return mask_to_low_res(mask, embedding.input_size, (4 * grid[0], 4 * grid[1]), value)
 
 
 def _gray(image: np.ndarray, longest_side: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from .appearance import AppearanceModel, ScoreMap
 from .config import Config
 from .errors import show
 from .decoding import DecodePasses, FlowCandidate, ObjectPrompt, mask_box
-from .flow import DenseFlow, FramePairFlow, mask_to_low_res
+from .flow import DenseFlow, FramePairFlow, mask_as_prompt
 from .prompts import FramePrompt, ObjectPrompts
 from .sampling import PointSampler
 from .segmenters import ImageEmbedding, MaskPrediction, Segmenter
@@ -360,8 +360,7 @@ class SamPt:
                     box = np.clip(box + np.array([-1, -1, 1, 1], np.float32) * cfg.box_margin, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
                 prior = None
                 if cfg.mask_prompt and cfg.prior == "mask" and track.warped.any():
-                    grid = embedding.features.shape[-2:]
-                    prior = mask_to_low_res(track.warped, embedding.input_size, (4 * grid[0], 4 * grid[1]))
+                    prior = mask_as_prompt(track.warped, embedding)
                 elif cfg.mask_prompt and track.low_res is not None:
                     prior = pair.warp_low_res(track.low_res, embedding.input_size)
                 # Read when the candidates are chosen, after this frame's redetect step scored it.
@@ -407,9 +406,7 @@ class SamPt:
                 if self.flow is not None and self.config.flow.mask_prompt:
                     # The given mask as the next frame's mask prompt: it keeps the holes and thin
                     # parts that points alone lose.
-                    embedding_now = encoded()
-                    grid = embedding_now.features.shape[-2:]
-                    track.low_res = mask_to_low_res(given_masks[obj_id], embedding_now.input_size, (4 * grid[0], 4 * grid[1]))
+                    track.low_res = mask_as_prompt(given_masks[obj_id], encoded())
                 continue
             if redetect and obj_id not in clicks and track.appearance is not None:
                 frame_embedding = encoded()  # outside the timer: the encoder is timed on its own
@@ -429,7 +426,7 @@ class SamPt:
         predictions = self.passes.run(encoded(), requests) if requests else {}
         scores: dict[int, float] = {}
         for obj_id, prediction in predictions.items():
-            logits[obj_id] = self._accept(tracks[obj_id], prediction, obj_id not in clicks, encoded().input_size)
+            logits[obj_id] = self._accept(tracks[obj_id], prediction, obj_id not in clicks, encoded())
             scores[obj_id] = prediction.iou
         fallback = self.config.flow.fallback_frames
         for obj_id, track in tracks.items():
@@ -477,7 +474,7 @@ class SamPt:
         track.appearance.update(embedding, track.mask, rng)
         track.since_update = 0
 
-    def _accept(self, track: _Track, prediction: MaskPrediction, guard: bool, input_size: tuple[int, int]) -> np.ndarray:
+    def _accept(self, track: _Track, prediction: MaskPrediction, guard: bool, embedding: ImageEmbedding) -> np.ndarray:
         """The object's logits for the merge: the prediction's, less the pieces that do not look
         like the object (``redetect.verify_*``), or, when the area guard rejects it, the
         object's last accepted mask moved with its points."""
@@ -489,7 +486,7 @@ class SamPt:
                     return _as_logits(np.zeros_like(prediction.mask))
                 # The memory forgets them too, or the flow candidate's mask prompt brings them back.
                 logits = np.where(dropped, np.float32(-1e4), logits)
-                low_res = np.where(mask_to_low_res(dropped, input_size, low_res.shape) > 0, np.float32(-10.0), low_res)
+                low_res = np.where(mask_as_prompt(dropped, embedding) > 0, np.float32(-10.0), low_res)
         if guard and self._flow_overgrown(track, logits):
             # The previous mask moved by the flow: it follows an object out of the frame, where a
             # mask moved by the points' median step stays in it.
@@ -512,9 +509,14 @@ class SamPt:
         if not cfg.verify_parts:
             fraction, cells = track.score_map.object_fraction(mask)
             return mask if cells >= cfg.verify_cells and fraction < cfg.verify_fraction else None
-        count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+        # A piece under this many pixels cannot cover verify_cells cells by half: SAM's specks are
+        # skipped without a full-frame pass each.
+        least = 0.5 * cfg.verify_cells * track.score_map.cell[0] * track.score_map.cell[1]
         dropped = np.zeros(count, bool)
-        for piece in range(1, count):
+        for piece in np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= least):
+            if piece == 0:
+                continue
             fraction, cells = track.score_map.object_fraction(labels == piece)
             dropped[piece] = cells >= cfg.verify_cells and fraction < cfg.verify_fraction
         return dropped[labels] if dropped.any() else None

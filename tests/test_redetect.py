@@ -204,7 +204,7 @@ def test_the_search_widens_while_the_object_is_gone(growth):
 
 def _prediction(mask: np.ndarray) -> MaskPrediction:
     return MaskPrediction(logits=np.where(mask, 5.0, -5.0).astype(np.float32), iou=0.9,
-                          low_res_logits=np.zeros((16, 32), np.float32))
+                          low_res_logits=np.zeros((32, 32), np.float32))
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.0])
@@ -221,14 +221,14 @@ def test_a_large_mask_that_does_not_look_like_the_object_is_rejected(fraction):
     for name, (rows, cols) in masks.items():
         mask = np.zeros((H, W), bool)
         mask[rows, cols] = True
-        kept[name] = bool((pipeline._accept(track, _prediction(mask), True, (H, W)) > 0).any())
+        kept[name] = bool((pipeline._accept(track, _prediction(mask), True, grid_embedding(np.zeros((4, 8, 8), np.float32))) > 0).any())
     # 20 background cells: rejected; 4 (under verify_cells): spared; 4 object cells of 16 (25 %): kept.
     assert kept == {"object": True, "background": not fraction, "small background": True,
                     "object and 8 background cells": True}
     # A user's prompt on this frame is never second-guessed.
     big = np.zeros((H, W), bool)
     big[:, 48:] = True
-    assert (pipeline._accept(track, _prediction(big), False, (H, W)) > 0).any()
+    assert (pipeline._accept(track, _prediction(big), False, grid_embedding(np.zeros((4, 8, 8), np.float32))) > 0).any()
 
 
 def test_recent_banks_learn_a_new_look_and_the_first_one_stays():
