@@ -103,6 +103,7 @@ _MI_SHRINK = (*_MI, "--set", "redetect.shrink_points=1")
 _NEW = (*_MI_SHRINK, "--set", "redetect.verify_fraction=0.1")
 _CANDIDATE = (*_NEW, "--set", "sampling.n_positive=16")
 _C1PASS = (*_NEW, "--set", "flow.longest_side=427", "--set", "decode.use_negative_pass=false")
+_GRID = ("--set", "sampling.kmedoids_subsample=grid", "--set", "sampling.kmedoids_max_pixels=400")
 QUALITY_VARIANTS = (
     Variant("base", "samtrack preset (the default, unchanged by issue 13): MobileSAM ONNX unpadded, OpenVINO", ("--config", "samtrack")),
     Variant("f_mask_iou", "flow candidate: points + moved low-res logits, chosen by predicted IoU",
@@ -148,10 +149,16 @@ QUALITY_VARIANTS = (
             (*_MI_SHRINK, "--set", "redetect.verify_fraction=0.3", "--set", "redetect.verify_parts=true")),
     Variant("c_upd", "c_mi_shrink_look10 + the object's look relearnt every 5 frames from a trusted mask",
             (*_NEW, "--set", "redetect.update_every=5")),
+    Variant("km_grid400", "samtrack, K-Medoids on 400 mask pixels on a grid (1000 at random): 6x cheaper sampling",
+            ("--config", "samtrack", *_GRID)),
+    Variant("q_grid_flow427", "c_mi_look_p16 with km_grid400 and the flow on frames shrunk to 427 px (cheaper)",
+            (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427")),
     *(Variant(f"{name}_seed{seed}", f"{name} with sampling seed {seed}", (*args, "--set", f"sampling.seed={seed}"))
       for name, args in (("base", ("--config", "samtrack")),
                          ("c_mi_look_p16", _CANDIDATE),
-                         ("c_upd", (*_NEW, "--set", "redetect.update_every=5")))
+                         ("c_upd", (*_NEW, "--set", "redetect.update_every=5")),
+                         ("km_grid400", ("--config", "samtrack", *_GRID)),
+                         ("q_grid_flow427", (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427")))
       for seed in (1, 2)),
     Variant("oracle_fast", "ORACLE: points sampled from each frame's ground truth (as issue 4's oracle)",
             ("--config", "fast", "--method", "oracle")),

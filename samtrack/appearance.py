@@ -58,7 +58,8 @@ class ScoreMap:
         # than on pixels, and off by at most 3 px of a reach of dozens.
         padded = np.zeros((-(-height // 4) * 4, -(-width // 4) * 4), bool)
         padded[:height, :width] = mask
-        blocks = padded.reshape(padded.shape[0] // 4, 4, padded.shape[1] // 4, 4).any(axis=(1, 3))
+        # A row's 4 bools read as one uint32: the block test is a max over 4 rows of those.
+        blocks = padded.view(np.uint32).reshape(padded.shape[0] // 4, 4, padded.shape[1] // 4).max(axis=1) > 0
         distance = 4 * cv2.distanceTransform((~blocks).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         around = ~mask[cy, cx] & (distance[cy // 4, cx // 4] <= reach) & (self.score.ravel() > margin)
         return self._best(centres, around, k)
@@ -120,12 +121,17 @@ class AppearanceModel:
             self._compared = (np.concatenate([self.foreground, foreground]), np.concatenate([self.background, background]))
 
     def score(self, embedding: ImageEmbedding) -> ScoreMap:
-        """Per cell, best similarity to the object banks minus best similarity to the background banks."""
-        cells, cell = _cells(embedding)
-        flat = cells.reshape(-1, cells.shape[-1])
+        """Per cell, best cosine similarity to the object banks minus best cosine similarity to
+        the background banks."""
+        features, (gh, gw), cell = _grid(embedding)
+        # On the channel-major features as the encoder gives them, and normalised after the max
+        # (the banks are unit vectors, so a cell's best match does not depend on its own length):
+        # no transposed copy of the frame's features.
+        flat = np.ascontiguousarray(features[:, :gh, :gw]).reshape(features.shape[0], -1)
         foreground, background = self._compared
-        score = (flat @ foreground.T).max(axis=1) - (flat @ background.T).max(axis=1)
-        return ScoreMap(score=score.reshape(cells.shape[:2]).astype(np.float32), cell=cell)
+        score = (foreground @ flat).max(axis=0) - (background @ flat).max(axis=0)
+        score /= np.linalg.norm(flat, axis=0) + 1e-6
+        return ScoreMap(score=score.reshape(gh, gw).astype(np.float32, copy=False), cell=cell)
 
 
 def _banks(embedding: ImageEmbedding, mask: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -139,9 +145,10 @@ def _banks(embedding: ImageEmbedding, mask: np.ndarray, size: int, rng: np.rando
     return _subsample(cells[inside], size, rng), _subsample(cells[outside], 2 * size, rng)
 
 
-def _cells(embedding: ImageEmbedding) -> tuple[np.ndarray, tuple[float, float]]:
-    """Unit-length feature vectors ``[gh, gw, C]`` of the cells that cover the frame (the
-    encoder's input is padded to a square; padding cells are dropped), and a cell's size."""
+def _grid(embedding: ImageEmbedding) -> tuple[np.ndarray, tuple[int, int], tuple[float, float]]:
+    """The float32 ``[C, h, w]`` features, the ``(gh, gw)`` cells of them that cover the frame
+    (the encoder's input may be padded to a square; padding cells are left out), and a cell's
+    size in pixels of the original frame."""
     features = embedding.numpy()
     if features.ndim != 4:
         raise ConfigError(f"redetect needs a segmenter whose embedding is a [1, C, h, w] feature grid "
@@ -150,10 +157,17 @@ def _cells(embedding: ImageEmbedding) -> tuple[np.ndarray, tuple[float, float]]:
     height, width = embedding.input_size
     stride = max(height, width) / features.shape[-1]
     gh, gw = int(np.ceil(height / stride)), int(np.ceil(width / stride))
+    original_h, original_w = embedding.original_size
+    return features, (gh, gw), (original_w / width * stride, original_h / height * stride)
+
+
+def _cells(embedding: ImageEmbedding) -> tuple[np.ndarray, tuple[float, float]]:
+    """Unit-length feature vectors ``[gh, gw, C]`` of the cells that cover the frame, and a
+    cell's size."""
+    features, (gh, gw), cell = _grid(embedding)
     cells = features[:, :gh, :gw].transpose(1, 2, 0)
     cells = cells / (np.linalg.norm(cells, axis=-1, keepdims=True) + 1e-6)
-    original_h, original_w = embedding.original_size
-    return cells.astype(np.float32), (original_w / width * stride, original_h / height * stride)
+    return cells.astype(np.float32), cell
 
 
 def _coverage(mask: np.ndarray, grid: tuple[int, int], cell: tuple[float, float]) -> np.ndarray:

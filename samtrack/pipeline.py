@@ -9,7 +9,7 @@ carried on. A window also ends where a user prompt sits, so that prompts act on 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -425,41 +425,54 @@ class SamPt:
             requests[obj_id] = ObjectPrompt(xy, labels, box, prior, previous=track.mask, flow=flows.get(obj_id))
         predictions = self.passes.run(encoded(), requests) if requests else {}
         scores: dict[int, float] = {}
-        for obj_id, prediction in predictions.items():
-            logits[obj_id] = self._accept(tracks[obj_id], prediction, obj_id not in clicks, encoded())
-            scores[obj_id] = prediction.iou
-        fallback = self.config.flow.fallback_frames
-        for obj_id, track in tracks.items():
-            # SAM's mask dropped (low predicted IoU): the previous mask moved by the flow, for a
-            # few frames, instead of an empty object.
-            if obj_id in predictions:
-                track.fallen_back = 0
-            elif obj_id not in logits and fallback and track.warped is not None and track.warped.any() and track.fallen_back < fallback:
-                logits[obj_id] = _as_logits(track.warped)
-                track.fallen_back += 1
-        label_map = merge_logits(logits, source.size, self.config.decode.merge_threshold)
-        for obj_id, track in tracks.items():
-            track.mask = label_map == obj_id
-            track.score = scores.get(obj_id)
-            if not track.mask.any():
-                track.low_res = None  # a memory of a vanished object would pin where it comes back
-                track.empty_for += 1
-            else:
-                track.empty_for = 0
-                track.last_good_mask = track.mask
-                if redetect and obj_id in learn:
-                    rng = np.random.default_rng(self.config.sampling.seed)
-                    model = AppearanceModel(encoded(), track.mask, self.config.redetect, rng)
-                    track.appearance = model if model.usable else None
-                    track.since_update = 0
-                elif redetect and track.appearance is not None:
-                    self._update_appearance(track, scores.get(obj_id), encoded())
+        with self.timings.measure("masks"):
+            for obj_id, prediction in predictions.items():
+                logits[obj_id] = self._accept(tracks[obj_id], prediction, obj_id not in clicks, embedding)
+                scores[obj_id] = prediction.iou
+            fallback = self.config.flow.fallback_frames
+            for obj_id, track in tracks.items():
+                # SAM's mask dropped (low predicted IoU): the previous mask moved by the flow, for
+                # a few frames, instead of an empty object.
+                if obj_id in predictions:
+                    track.fallen_back = 0
+                elif obj_id not in logits and fallback and track.warped is not None and track.warped.any() and track.fallen_back < fallback:
+                    logits[obj_id] = _as_logits(track.warped)
+                    track.fallen_back += 1
+            label_map = merge_logits(logits, source.size, self.config.decode.merge_threshold)
+            for obj_id, track in tracks.items():
+                track.mask = label_map == obj_id
+                track.score = scores.get(obj_id)
+                if not track.mask.any():
+                    track.low_res = None  # a memory of a vanished object would pin where it comes back
+                    track.empty_for += 1
+                else:
+                    track.empty_for = 0
+                    track.last_good_mask = track.mask
+        if redetect:
+            self._learn_appearance(tracks, learn, scores, encoded)
         return FrameResult(
             frame_index=frame_index,
             label_map=source.to_original(label_map),
             points={o: self._points_out(t, source) for o, t in tracks.items()},
             scores=scores,
         )
+
+    def _learn_appearance(self, tracks: dict[int, _Track], learn: set[int], scores: dict[int, float],
+                          encoded: Callable[[], ImageEmbedding]) -> None:
+        """Learn the look of each object in ``learn`` from its mask on this frame, and update the
+        others' when the schedule says so."""
+        for obj_id, track in tracks.items():
+            if not track.mask.any() or (obj_id not in learn and track.appearance is None):
+                continue
+            embedding = encoded()  # outside the timer: the encoder is timed on its own
+            with self.timings.measure("redetect"):
+                if obj_id in learn:
+                    rng = np.random.default_rng(self.config.sampling.seed)
+                    model = AppearanceModel(embedding, track.mask, self.config.redetect, rng)
+                    track.appearance = model if model.usable else None
+                    track.since_update = 0
+                else:
+                    self._update_appearance(track, scores.get(obj_id), embedding)
 
     def _update_appearance(self, track: _Track, iou: float | None, embedding: ImageEmbedding) -> None:
         """Learn the object's recent look from its mask on this frame when the schedule says so
@@ -610,6 +623,11 @@ def merge_logits(logits: dict[int, np.ndarray], size: tuple[int, int], floor: fl
     """Merge per-object logits into one label map: argmax over objects above ``floor``."""
     label_map = np.zeros(size, np.uint8)
     if not logits:
+        return label_map
+    if len(logits) == 1:
+        # One object: its own threshold, without stacking and an argmax over one layer.
+        ((obj_id, only),) = logits.items()
+        label_map[only > floor] = obj_id
         return label_map
     ids = np.array(list(logits), np.uint8)
     stack = np.stack(list(logits.values()))

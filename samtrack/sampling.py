@@ -35,6 +35,7 @@ def sample_points(
     image: np.ndarray | None = None,
     *,
     kmedoids_max_pixels: int = 1000,
+    kmedoids_subsample: str = "random",
     erode: int = 3,
 ) -> np.ndarray:
     """Up to ``n`` distinct points inside a mask.
@@ -47,6 +48,8 @@ def sample_points(
       image: RGB uint8 ``[H, W, 3]``; required by ``shi-tomasi`` and ``mixed``.
       kmedoids_max_pixels: k-medoids runs on at most this many mask pixels (its cost is
         quadratic in them).
+      kmedoids_subsample: how those pixels are drawn, ``random`` or ``grid`` (every s-th row
+        and column from a random offset: even cover of the mask).
       erode: Shi-Tomasi searches the mask eroded by this many pixels, because corners on the mask
         boundary usually belong to the background.
 
@@ -71,10 +74,10 @@ def sample_points(
     if method == "random":
         return _random(mask, n, rng)
     if method == "kmedoids":
-        return _kmedoids(mask, n, rng, kmedoids_max_pixels)
+        return _kmedoids(mask, n, rng, kmedoids_max_pixels, kmedoids_subsample)
     if method == "shi-tomasi":
         return _shi_tomasi(mask, mask, n, rng, gray, erode)
-    return _mixed(mask, n, rng, gray, kmedoids_max_pixels, erode)
+    return _mixed(mask, n, rng, gray, kmedoids_max_pixels, erode, kmedoids_subsample)
 
 
 class PointSampler:
@@ -88,7 +91,7 @@ class PointSampler:
         c = self.config
         return sample_points(
             mask, c.n_positive, c.positive_method, rng, image,
-            kmedoids_max_pixels=c.kmedoids_max_pixels, erode=c.shi_tomasi_erode,
+            kmedoids_max_pixels=c.kmedoids_max_pixels, kmedoids_subsample=c.kmedoids_subsample, erode=c.shi_tomasi_erode,
         )
 
     def negatives(
@@ -107,7 +110,7 @@ class PointSampler:
         c = self.config
         return sample_points(
             region, c.n_negative, c.negative_method, rng, image,
-            kmedoids_max_pixels=c.kmedoids_max_pixels, erode=c.shi_tomasi_erode,
+            kmedoids_max_pixels=c.kmedoids_max_pixels, kmedoids_subsample=c.kmedoids_subsample, erode=c.shi_tomasi_erode,
         )
 
     def negative_region(self, mask: np.ndarray, forbidden: np.ndarray | None = None) -> np.ndarray:
@@ -156,7 +159,8 @@ class PointSampler:
             thin[pos[:, 1].astype(np.intp), pos[:, 0].astype(np.intp)] = False
             if thin.any():
                 pos = np.concatenate([pos, sample_points(thin, self.config.thin_points, "kmedoids", rng,
-                                                         kmedoids_max_pixels=self.config.kmedoids_max_pixels)])
+                                                         kmedoids_max_pixels=self.config.kmedoids_max_pixels,
+                                                         kmedoids_subsample=self.config.kmedoids_subsample)])
         neg = self.negatives(mask, image, rng)
         labels = np.concatenate([np.ones(len(pos), np.int32), np.zeros(len(neg), np.int32)])
         return np.concatenate([pos, neg]), labels
@@ -198,18 +202,36 @@ def _to_xy(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return np.stack([cols, rows], axis=1).astype(np.float32).reshape(-1, 2)
 
 
+# A region covering at least this fraction of its frame is sampled by rejection: listing its
+# pixels (np.nonzero over the whole background, for a negative) costs more than the points.
+_REJECTION_MIN_FILL = 0.25
+
+
 def _random(region: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    flat = region.ravel()
+    if n and n <= 64 and np.count_nonzero(flat) >= _REJECTION_MIN_FILL * flat.size:
+        # Uniform draws over the frame, kept where they land in the region, first n distinct:
+        # the same law as drawing n of the region's pixels without replacement.
+        draws = rng.integers(flat.size, size=8 * n + 32)
+        draws = draws[flat[draws]]
+        _, first = np.unique(draws, return_index=True)
+        if len(first) >= n:
+            picked = draws[np.sort(first)[:n]]
+            return _to_xy(*np.unravel_index(picked, region.shape))
     rows, cols = np.nonzero(region)
     pick = rng.choice(len(rows), size=min(n, len(rows)), replace=False)
     return _to_xy(rows[pick], cols[pick])
 
 
-def _kmedoids(region: np.ndarray, n: int, rng: np.random.Generator, max_pixels: int) -> np.ndarray:
+def _kmedoids(region: np.ndarray, n: int, rng: np.random.Generator, max_pixels: int, subsample: str = "random") -> np.ndarray:
     rows, cols = np.nonzero(region)
     if len(rows) <= n:
         return _to_xy(rows, cols)
     # The subsample must hold at least n pixels, or there would be fewer medoids than asked for.
-    subset = rng.choice(len(rows), size=min(len(rows), max(max_pixels, n)), replace=False)
+    size = min(len(rows), max(max_pixels, n))
+    subset = _grid_subset(rows, cols, size, n, rng) if subsample == "grid" else None
+    if subset is None:
+        subset = rng.choice(len(rows), size=size, replace=False)
     x = cols[subset].astype(np.float32)
     y = rows[subset].astype(np.float32)
     # In place: this n x n matrix is the costliest step after FasterPAM itself.
@@ -225,6 +247,23 @@ def _kmedoids(region: np.ndarray, n: int, rng: np.random.Generator, max_pixels: 
     result = kmedoids.fasterpam(diss, n, init="random", random_state=int(rng.integers(2**31)), n_cpu=1)
     medoids = np.asarray(result.medoids)
     return np.stack([x[medoids], y[medoids]], axis=1)
+
+
+def _grid_subset(rows: np.ndarray, cols: np.ndarray, size: int, n: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Indices of the pixels on every s-th row and column (from a random offset), s the
+    smallest stride that leaves at most about ``size`` of them; at most ``size`` (a random
+    subset of the grid where an odd shape leaves more). None when under ``n`` pixels are left,
+    or every pixel fits (nothing to thin out)."""
+    stride = int(np.ceil(np.sqrt(len(rows) / size)))
+    if stride <= 1:
+        return None
+    oy, ox = rng.integers(stride, size=2)
+    subset = np.flatnonzero((rows % stride == oy) & (cols % stride == ox))
+    if len(subset) < n:
+        return None
+    if len(subset) > size:
+        subset = subset[rng.choice(len(subset), size=size, replace=False)]
+    return subset
 
 
 def _shi_tomasi(
@@ -270,12 +309,13 @@ def _shi_tomasi(
 
 
 def _mixed(
-    mask: np.ndarray, n: int, rng: np.random.Generator, gray: np.ndarray, max_pixels: int, erode: int
+    mask: np.ndarray, n: int, rng: np.random.Generator, gray: np.ndarray, max_pixels: int, erode: int,
+    subsample: str = "random",
 ) -> np.ndarray:
     # SAM-PT's extract_mixed_points split; each later method skips the pixels already taken so
     # that all points stay distinct (SAM-PT itself allows duplicates across the three parts).
     n_kmedoids, n_corners = n // 4, n // 3
-    points = [_kmedoids(mask, n_kmedoids, rng, max_pixels) if n_kmedoids else np.empty((0, 2), np.float32)]
+    points = [_kmedoids(mask, n_kmedoids, rng, max_pixels, subsample) if n_kmedoids else np.empty((0, 2), np.float32)]
     free = mask.copy()
     free[points[0][:, 1].astype(np.intp), points[0][:, 0].astype(np.intp)] = False
     if n_corners:

@@ -96,6 +96,37 @@ def test_our_batched_onnx_decoder_equals_sams_export_one_by_one(davis16, mobiles
     assert np.abs(alone.logits - batched.logits).max() < 1e-3
 
 
+def test_low_res_decoder_upscaled_on_read_equals_the_full_size_graph(davis16, mobilesam_checkpoint,
+                                                                     mobilesam_torch_checkpoint, tmp_path) -> None:
+    """The unpadded path's decoder stops at the low-res logits and upscales a mask (cv2) only
+    when it is read: it must equal the graph that upscales in the graph, on two frame sizes."""
+    from samtrack.segmenters import ImageEmbedding, Prompt
+    from samtrack.segmenters.base import UpscaledOnRead
+    from samtrack.segmenters.backends import open_session
+    from samtrack.segmenters.mobilesam_onnx import MobileSamOnnx
+    from samtrack.segmenters.sam.export import export_decoder
+
+    model = build_sam("mobilesam", mobilesam_torch_checkpoint)
+    export_decoder(model, tmp_path / "full.onnx")
+    export_decoder(model, tmp_path / "low.onnx", full_size=False)
+    onnx = MobileSamOnnx(mobilesam_checkpoint / "encoder.onnx", mobilesam_checkpoint / "sam.onnx")
+    full, low = open_session(tmp_path / "full.onnx", "onnxruntime"), open_session(tmp_path / "low.onnx", "onnxruntime")
+    assert "orig_im_size" not in low.input_names
+    frame, gt = load_frame(davis16, "bear", 0), load_gt(davis16, "bear", 0)
+    embedding = onnx.encode(frame)
+    prompts = [Prompt(**p) for p in _prompts(gt, np.random.default_rng(3))]
+    for size in (embedding, ImageEmbedding(embedding.features, original_size=(720, 1280), input_size=(576, 1024))):
+        expected = onnx._run_batched(full, size, prompts, (256, 256))
+        lazy = onnx._run_batched(low, size, prompts, (256, 256))
+        for want, got in zip(expected, lazy):
+            assert isinstance(got, UpscaledOnRead) and got._logits is None  # nothing upscaled yet
+            assert abs(want.iou - got.iou) < 1e-5
+            assert np.abs(want.low_res_logits - got.low_res_logits).max() < 1e-4
+            assert got.logits.shape == size.original_size
+            assert np.abs(want.logits - got.logits).max() < 1e-3
+            assert _iou(want.mask, got.mask) > 0.999
+
+
 def test_run_with_the_torch_segmenter_matches_the_onnx_run(davis16, mobilesam_checkpoint, mobilesam_torch_checkpoint,
                                                           tmp_path) -> None:
     """`samtrack run --segmenter mobilesam` on 8 frames of bear gives the ONNX run's masks."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -73,6 +73,25 @@ class MaskPrediction:
     @property
     def mask(self) -> np.ndarray:
         return self.logits > 0
+
+
+class UpscaledOnRead(MaskPrediction):
+    """A prediction whose full-size ``logits`` are computed from its low-res logits when first
+    read: the loop reads them for one of the predictions it decodes per object and frame."""
+
+    def __init__(self, iou: float, low_res_logits: np.ndarray, upscale: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._upscale = upscale
+        super().__init__(logits=None, iou=iou, low_res_logits=low_res_logits)
+
+    @property
+    def logits(self) -> np.ndarray:
+        if self._logits is None:
+            self._logits = self._upscale(self.low_res_logits)
+        return self._logits
+
+    @logits.setter
+    def logits(self, value: np.ndarray | None) -> None:
+        self._logits = value
 
 
 @runtime_checkable

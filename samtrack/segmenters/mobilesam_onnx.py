@@ -6,6 +6,7 @@ mapped into the 1024-resized frame and returns logits at the original frame size
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +17,7 @@ from samtrack.errors import WeightsError
 
 from . import transforms
 from .backends import GraphSession, open_session
-from .base import DecodeOneByOne, ImageEmbedding, MaskPrediction, Prompt
+from .base import DecodeOneByOne, ImageEmbedding, MaskPrediction, Prompt, UpscaledOnRead
 from .unpadded import UnpaddedGraphs
 
 LOW_RES = 256
@@ -174,16 +175,21 @@ class MobileSamOnnx(DecodeOneByOne):
         """A graph of :func:`~samtrack.segmenters.sam.export.export_decoder` on ``prompts``."""
         coords, labels, valid = transforms.batch_prompt_tokens(prompts, embedding.original_size)
         masks, given = transforms.batch_mask_inputs(prompts, low_res_shape)
-        logits, iou, low_res = session.run(
-            {
-                "image_embeddings": embedding.features,
-                "point_coords": coords,
-                "point_labels": labels,
-                "token_mask": valid.astype(np.float32),
-                "mask_input": masks,
-                "has_mask_input": given.astype(np.float32),
-                "orig_im_size": np.asarray(embedding.original_size, dtype=np.float32),
-            },
-        )
+        feeds = {
+            "image_embeddings": embedding.features,
+            "point_coords": coords,
+            "point_labels": labels,
+            "token_mask": valid.astype(np.float32),
+            "mask_input": masks,
+            "has_mask_input": given.astype(np.float32),
+        }
+        if "orig_im_size" not in session.input_names:
+            # A low-res graph (the unpadded ones): each mask is upscaled when it is read.
+            iou, low_res = session.run(feeds)
+            upscale = partial(transforms.upscale_logits, input_size=embedding.input_size,
+                              original_size=embedding.original_size)
+            return [UpscaledOnRead(float(iou[i, 0]), low_res[i, 0], upscale) for i in range(len(prompts))]
+        feeds["orig_im_size"] = np.asarray(embedding.original_size, dtype=np.float32)
+        logits, iou, low_res = session.run(feeds)
         return [MaskPrediction(logits=logits[i, 0], iou=float(iou[i, 0]), low_res_logits=low_res[i, 0])
                 for i in range(len(prompts))]

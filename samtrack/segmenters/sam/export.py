@@ -27,13 +27,18 @@ INPUTS = ["image_embeddings", "point_coords", "point_labels", "token_mask", "mas
 OUTPUTS = ["masks", "iou_predictions", "low_res_masks"]
 
 
-class BatchedDecoder(nn.Module):
-    """The traceable forward that :func:`export_decoder` exports."""
+LOW_RES_OUTPUTS = OUTPUTS[1:]
 
-    def __init__(self, model: Sam) -> None:
+
+class BatchedDecoder(nn.Module):
+    """The traceable forward that :func:`export_decoder` exports; with ``full_size=False`` it
+    stops at the low-res logits (the caller upscales the masks it uses)."""
+
+    def __init__(self, model: Sam, full_size: bool = True) -> None:
         super().__init__()
         self.model = model
         self.image_size = model.prompt_encoder.input_image_size[0]
+        self.full_size = full_size
 
     def forward(
         self,
@@ -43,8 +48,8 @@ class BatchedDecoder(nn.Module):
         token_mask: torch.Tensor,
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
-        orig_im_size: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        orig_im_size: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
         valid = token_mask > 0.5
         masks, iou = self.model(
             image_embeddings, point_coords, point_labels, mask_input=mask_input, has_mask=has_mask_input > 0.5,
@@ -54,6 +59,8 @@ class BatchedDecoder(nn.Module):
         rows = torch.arange(masks.shape[0])
         low_res = masks[rows, chosen].unsqueeze(1)
         scores = iou[rows, chosen].unsqueeze(1)
+        if not self.full_size:
+            return scores, low_res
         # Up to the encoder's input (the square, or an unpadded frame's multiple-of-16 sides):
         # low-res logits are at 1/4 of it.
         up = F.interpolate(low_res, (4 * low_res.shape[-2], 4 * low_res.shape[-1]), mode="bilinear", align_corners=False)
@@ -66,9 +73,11 @@ class BatchedDecoder(nn.Module):
         return up, scores, low_res
 
 
-def export_decoder(model: Sam, path: str | Path, opset: int = 17, grid: tuple[int, int] | None = None) -> None:
+def export_decoder(model: Sam, path: str | Path, opset: int = 17, grid: tuple[int, int] | None = None,
+                   full_size: bool = True) -> None:
     """Write ``model``'s decoder as a batched ONNX graph to ``path``, for embeddings of ``grid``
-    (``(h, w)``; None: the square's 64 x 64)."""
+    (``(h, w)``; None: the square's 64 x 64); ``full_size=False`` leaves out the ``masks``
+    output (and ``orig_im_size`` input): the graph ends at the low-res logits."""
     model = model.eval()
     grid = tuple(grid or model.prompt_encoder.image_embedding_size)
     low = (4 * grid[0], 4 * grid[1])
@@ -91,9 +100,13 @@ def export_decoder(model: Sam, path: str | Path, opset: int = 17, grid: tuple[in
         "iou_predictions": {0: "batch"},
         "low_res_masks": {0: "batch"},
     }
+    inputs, outputs = (INPUTS, OUTPUTS) if full_size else (INPUTS[:-1], LOW_RES_OUTPUTS)
+    if not full_size:
+        example = example[:-1]
+        del dynamic["masks"]
     with torch.no_grad(), _quiet_export():
         torch.onnx.export(
-            BatchedDecoder(model), example, str(path), input_names=INPUTS, output_names=OUTPUTS,
+            BatchedDecoder(model, full_size), example, str(path), input_names=inputs, output_names=outputs,
             dynamic_axes=dynamic, opset_version=opset, dynamo=False,
         )
 
