@@ -264,3 +264,28 @@ def test_speed_on_two_threads(mobilesam_checkpoint, davis16) -> None:
     decode_s = (time.perf_counter() - start) / 20
     print(f"\nmobilesam-onnx, 2 threads, 854x480: encode {encode_s * 1000:.0f} ms, decode {decode_s * 1000:.1f} ms")
     assert encode_s < 3.0 and decode_s < 0.3
+
+
+def test_a_prediction_upscaled_on_read_upscales_once_and_only_when_read() -> None:
+    from samtrack.segmenters.base import UpscaledOnRead
+    from samtrack.segmenters.transforms import upscale_logits
+
+    calls = []
+
+    def upscale(low_res):
+        calls.append(1)
+        # A 9 x 16 embedding: a 144 x 256 encoder input holding the frame resized to 144 x 256.
+        return upscale_logits(low_res, input_size=(144, 256), original_size=(120, 213))
+
+    low_res = np.full((36, 64), -1.0, np.float32)
+    low_res[4:20, 8:40] = 1.0
+    prediction = UpscaledOnRead(0.9, low_res, upscale)
+    assert not calls and prediction.iou == 0.9
+    mask = prediction.mask
+    assert mask.shape == (120, 213) and mask.any() and not mask.all()
+    # The box of the positive logits, scaled by 120/36 and 213/64.
+    rows, cols = np.nonzero(mask)
+    assert abs(rows.min() - 4 * 120 / 36) <= 2 and abs(rows.max() + 1 - 20 * 120 / 36) <= 2
+    assert abs(cols.min() - 8 * 213 / 64) <= 2 and abs(cols.max() + 1 - 40 * 213 / 64) <= 2
+    assert prediction.logits is prediction.logits
+    assert len(calls) == 1
