@@ -2,7 +2,9 @@
 decoder, from the ``mobilesam-onnx`` weights (see :mod:`samtrack.weights`).
 
 The decoder is SAM's standard ONNX export with a single output mask: it takes prompts already
-mapped into the 1024-resized frame and returns logits at the original frame size.
+mapped into the 1024-resized frame and returns logits at the original frame size. Frames encoded
+unpadded use graphs exported from our PyTorch model (:mod:`.unpadded`), whose decoder stops at the
+low-res logits: a mask is upscaled when the loop reads it (:class:`~.base.UpscaledOnRead`).
 """
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 SAM-family encoders take a ``1024 x 1024`` input: the frame resized so that its longest side is
 1024 (aspect ratio kept), normalised with ImageNet statistics in 0-255 units, and zero-padded
-on the right and bottom. Prompts (points, boxes) must be mapped by the same resize. Masks need
-no inverse transform here: the ONNX decoder un-pads and resizes its logits to ``orig_im_size``
-itself.
+on the right and bottom. Prompts (points, boxes) must be mapped by the same resize. Masks go
+back by :func:`upscale_logits` (SAM's own ONNX decoder does that in its graph, to
+``orig_im_size``).
 
 Coordinates are (x, y) float pixels in SAM's convention: a point is scaled by ``new / old`` per
 axis, which treats pixel ``i`` as covering ``[i, i + 1)``. OpenCV's ``INTER_LINEAR`` uses the
