@@ -95,7 +95,11 @@ SEGMENTER_VARIANTS = (
     Variant("torch_oracle_fast", "the same oracle with our PyTorch MobileSAM",
             ("--config", "fast", "--method", "oracle", "--segmenter", "mobilesam", "--set", "segmenter.unpadded=false")),
 )
-_FLOW = ("--config", "samtrack", "--set", "flow.enabled=true")
+# The samtrack preset as issue 13's rows measured it, before it took km_grid400's K-Medoids
+# subsample: its rows keep their meaning (and their runs' config fingerprints).
+_SAMTRACK_1000 = ("--config", "samtrack", "--set", "sampling.kmedoids_subsample=random",
+                  "--set", "sampling.kmedoids_max_pixels=1000")
+_FLOW = (*_SAMTRACK_1000, "--set", "flow.enabled=true")
 # The flow candidate chosen by predicted IoU (f_mask_iou), + a shrink negative (c_mi_shrink), + the
 # look check (c_mi_shrink_look10), + 16 positives (c_mi_look_p16): the combinations the rows build on.
 _MI = (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.select=iou")
@@ -105,7 +109,7 @@ _CANDIDATE = (*_NEW, "--set", "sampling.n_positive=16")
 _C1PASS = (*_NEW, "--set", "flow.longest_side=427", "--set", "decode.use_negative_pass=false")
 _GRID = ("--set", "sampling.kmedoids_subsample=grid", "--set", "sampling.kmedoids_max_pixels=400")
 QUALITY_VARIANTS = (
-    Variant("base", "samtrack preset (the default, unchanged by issue 13): MobileSAM ONNX unpadded, OpenVINO", ("--config", "samtrack")),
+    Variant("base", "samtrack preset (the default, unchanged by issue 13): MobileSAM ONNX unpadded, OpenVINO", _SAMTRACK_1000),
     Variant("f_mask_iou", "flow candidate: points + moved low-res logits, chosen by predicted IoU",
             _MI),
     Variant("f_mask_look", "flow candidate: points + moved low-res logits, chosen by mean appearance score",
@@ -117,7 +121,7 @@ QUALITY_VARIANTS = (
     Variant("f_fallback3", "a dropped mask (IoU < 0.7) replaced by the flow-moved one, up to 3 frames in a row",
             (*_FLOW, "--set", "flow.fallback_frames=3")),
     Variant("r_shrink1", "samtrack + a negative on the most background-like cell inside the last mask",
-            ("--config", "samtrack", "--set", "redetect.shrink_points=1")),
+            (*_SAMTRACK_1000, "--set", "redetect.shrink_points=1")),
     Variant("c_mi_shrink", "f_mask_iou + r_shrink1", _MI_SHRINK),
     Variant("f_bin_iou", "flow candidate: points + the previous mask moved by the flow as the mask prompt (+-10 logits, "
             "as the oracle's), chosen by predicted IoU",
@@ -125,16 +129,16 @@ QUALITY_VARIANTS = (
     Variant("f_bin_flow", "one pass: points + the previous mask moved by the flow as the mask prompt, always taken",
             (*_FLOW, "--set", "flow.mask_prompt=true", "--set", "flow.prior=mask", "--set", "flow.select=flow")),
     Variant("v_look10", "samtrack + a mask of 40 cells or more with under 10% object-like cells is rejected (object empty)",
-            ("--config", "samtrack", "--set", "redetect.verify_fraction=0.1")),
-    Variant("v_look20", "v_look10 with 20%", ("--config", "samtrack", "--set", "redetect.verify_fraction=0.2")),
+            (*_SAMTRACK_1000, "--set", "redetect.verify_fraction=0.1")),
+    Variant("v_look20", "v_look10 with 20%", (*_SAMTRACK_1000, "--set", "redetect.verify_fraction=0.2")),
     Variant("c_mi_shrink_look10", "c_mi_shrink + v_look10", _NEW),
     Variant("f_mask_iou_look10", "f_mask_iou + v_look10",
             (*_MI, "--set", "redetect.verify_fraction=0.1")),
-    Variant("p16", "samtrack with 16 positive points instead of 8", ("--config", "samtrack", "--set", "sampling.n_positive=16")),
+    Variant("p16", "samtrack with 16 positive points instead of 8", (*_SAMTRACK_1000, "--set", "sampling.n_positive=16")),
     Variant("iou50", "samtrack keeping masks of predicted IoU 0.5 or more (0.7)",
-            ("--config", "samtrack", "--set", "decode.iou_threshold=0.5")),
+            (*_SAMTRACK_1000, "--set", "decode.iou_threshold=0.5")),
     Variant("thin2", "samtrack + 2 positives on the mask's thin parts (narrower than 9 px)",
-            ("--config", "samtrack", "--set", "sampling.thin_points=2")),
+            (*_SAMTRACK_1000, "--set", "sampling.thin_points=2")),
     Variant("c_1pass", "one pass with all points, against the flow candidate (all points + moved low-res logits, flow "
             "on frames shrunk to 427 px) by predicted IoU, + one shrink negative, + v_look10: two decoder calls, as base",
             _C1PASS),
@@ -142,22 +146,25 @@ QUALITY_VARIANTS = (
     Variant("c_1pass_p16", "c_1pass with 16 positive points", (*_C1PASS, "--set", "sampling.n_positive=16")),
     Variant("c_mi_look_p16", "c_mi_shrink_look10 with 16 positive points: the quality preset", _CANDIDATE),
     Variant("neg3band", "samtrack with 3 negatives, K-Medoids in the 32 px band around the mask (1, anywhere outside)",
-            ("--config", "samtrack", "--set", "sampling.n_negative=3", "--set", "sampling.negative_method=kmedoids")),
+            (*_SAMTRACK_1000, "--set", "sampling.n_negative=3", "--set", "sampling.negative_method=kmedoids")),
     Variant("shrink3", "samtrack + negatives on the 3 most background-like cells inside the last mask",
-            ("--config", "samtrack", "--set", "redetect.shrink_points=3")),
+            (*_SAMTRACK_1000, "--set", "redetect.shrink_points=3")),
     Variant("v_parts30", "c_mi_shrink_look10, each connected piece of the mask checked on its own, at 30%",
             (*_MI_SHRINK, "--set", "redetect.verify_fraction=0.3", "--set", "redetect.verify_parts=true")),
     Variant("c_upd", "c_mi_shrink_look10 + the object's look relearnt every 5 frames from a trusted mask",
             (*_NEW, "--set", "redetect.update_every=5")),
     Variant("km_grid400", "samtrack, K-Medoids on 400 mask pixels on a grid (1000 at random): 6x cheaper sampling",
-            ("--config", "samtrack", *_GRID)),
+            (*_SAMTRACK_1000, *_GRID)),
+    Variant("km_grid600", "samtrack, K-Medoids on 600 mask pixels on a grid", (*_SAMTRACK_1000, *_GRID[:2],
+                                                                                 "--set", "sampling.kmedoids_max_pixels=600")),
     Variant("q_grid_flow427", "c_mi_look_p16 with km_grid400 and the flow on frames shrunk to 427 px (cheaper)",
             (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427")),
     *(Variant(f"{name}_seed{seed}", f"{name} with sampling seed {seed}", (*args, "--set", f"sampling.seed={seed}"))
-      for name, args in (("base", ("--config", "samtrack")),
+      for name, args in (("base", _SAMTRACK_1000),
                          ("c_mi_look_p16", _CANDIDATE),
                          ("c_upd", (*_NEW, "--set", "redetect.update_every=5")),
-                         ("km_grid400", ("--config", "samtrack", *_GRID)),
+                         ("km_grid400", (*_SAMTRACK_1000, *_GRID)),
+                         ("km_grid600", (*_SAMTRACK_1000, *_GRID[:2], "--set", "sampling.kmedoids_max_pixels=600")),
                          ("q_grid_flow427", (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427")))
       for seed in (1, 2)),
     Variant("oracle_fast", "ORACLE: points sampled from each frame's ground truth (as issue 4's oracle)",

@@ -42,13 +42,26 @@ def test_detail_adds_j_and_f_per_sequence_and_the_best_oracle(tmp_path):
 
 
 def test_the_quality_preset_is_the_measured_variant():
-    """configs/quality.yaml is the c_mi_look_p16 row of the quality ablation, knob for knob."""
+    """configs/quality.yaml is the q_grid_flow427 row of the quality ablation, knob for knob."""
     from samtrack.config import load_config
     from samtrack.eval.ablation import QUALITY_VARIANTS
 
-    args = next(v.args for v in QUALITY_VARIANTS if v.name == "c_mi_look_p16")
+    args = next(v.args for v in QUALITY_VARIANTS if v.name == "q_grid_flow427")
     assert args[:2] == ("--config", "samtrack")
     overrides = [args[i + 1] for i in range(2, len(args), 2) if args[i] == "--set"]
     assert len(overrides) == (len(args) - 2) // 2
     assert load_config("quality") == load_config("samtrack", overrides)
     assert load_config("quality") != load_config("samtrack")
+
+
+def test_the_samtrack_preset_is_km_grid400_and_the_rows_before_it_keep_their_meaning():
+    from samtrack.config import load_config
+    from samtrack.eval.ablation import QUALITY_VARIANTS
+
+    def config(name):
+        args = next(v.args for v in QUALITY_VARIANTS if v.name == name)
+        return load_config(args[1], [args[i + 1] for i in range(2, len(args), 2) if args[i] == "--set"])
+
+    assert config("km_grid400") == load_config("samtrack")
+    base = config("base")
+    assert (base.sampling.kmedoids_subsample, base.sampling.kmedoids_max_pixels) == ("random", 1000)
