@@ -159,13 +159,18 @@ QUALITY_VARIANTS = (
                                                                                  "--set", "sampling.kmedoids_max_pixels=600")),
     Variant("q_grid_flow427", "c_mi_look_p16 with km_grid400 and the flow on frames shrunk to 427 px (cheaper)",
             (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427")),
+    Variant("holes2", "samtrack (km_grid400) + a negative in each of the mask's 2 largest holes (150 px or more)",
+            ("--config", "samtrack", "--set", "sampling.hole_negatives=2")),
+    Variant("q_holes2", "quality (q_grid_flow427) + holes2", ("--config", "quality", "--set", "sampling.hole_negatives=2")),
     *(Variant(f"{name}_seed{seed}", f"{name} with sampling seed {seed}", (*args, "--set", f"sampling.seed={seed}"))
       for name, args in (("base", _SAMTRACK_1000),
                          ("c_mi_look_p16", _CANDIDATE),
                          ("c_upd", (*_NEW, "--set", "redetect.update_every=5")),
                          ("km_grid400", (*_SAMTRACK_1000, *_GRID)),
                          ("km_grid600", (*_SAMTRACK_1000, *_GRID[:2], "--set", "sampling.kmedoids_max_pixels=600")),
-                         ("q_grid_flow427", (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427")))
+                         ("q_grid_flow427", (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427")),
+                         ("holes2", ("--config", "samtrack", "--set", "sampling.hole_negatives=2")),
+                         ("q_holes2", ("--config", "quality", "--set", "sampling.hole_negatives=2")))
       for seed in (1, 2)),
     Variant("oracle_fast", "ORACLE: points sampled from each frame's ground truth (as issue 4's oracle)",
             ("--config", "fast", "--method", "oracle")),

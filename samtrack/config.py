@@ -94,6 +94,11 @@ class SamplingConfig:
     # (smaller ones are the corners that any opening rounds off). 0 = off.
     thin_points: int = knob(0, ge=0, le=1000)
     thin_width: int = knob(9, ge=3, le=255)
+    # Extra negatives in the mask's holes (background it encloses: a wheel's inside, the gap
+    # between legs), one in each of the hole_negatives largest holes of at least hole_min_area
+    # pixels, where it is farthest from the mask: SAM from points alone fills such holes. 0 = off.
+    hole_negatives: int = knob(0, ge=0, le=100)
+    hole_min_area: int = knob(150, ge=1, le=1_000_000)
     # With user clicks, also add points sampled from the first SAM mask to the clicks.
     extra_points_from_clicks: bool = False
     seed: int = knob(0, ge=0, le=2**32 - 1)

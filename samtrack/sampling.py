@@ -162,6 +162,8 @@ class PointSampler:
                                                          kmedoids_max_pixels=self.config.kmedoids_max_pixels,
                                                          kmedoids_subsample=self.config.kmedoids_subsample)])
         neg = self.negatives(mask, image, rng)
+        if self.config.hole_negatives:
+            neg = np.concatenate([neg, hole_points(mask, self.config.hole_negatives, self.config.hole_min_area)])
         labels = np.concatenate([np.ones(len(pos), np.int32), np.zeros(len(neg), np.int32)])
         return np.concatenate([pos, neg]), labels
 
@@ -180,6 +182,29 @@ def thin_parts(mask: np.ndarray, width: int) -> np.ndarray:
     keep = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= 3 * width)
     keep = keep[keep != 0]
     return np.isin(labels, keep) if len(keep) else np.zeros_like(mask)
+
+
+def hole_points(mask: np.ndarray, k: int, min_area: int) -> np.ndarray:
+    """float32 ``[<=k, 2]`` (x, y): in each of the ``k`` largest holes of ``mask`` (background
+    pieces it encloses, not touching the frame's border) of at least ``min_area`` pixels, the
+    pixel farthest from the mask."""
+    mask = _as_mask(mask)
+    background = (~mask).view(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=4)
+    height, width = mask.shape
+    x, y, w, h, area = (stats[:, i] for i in range(5))
+    enclosed = (x > 0) & (y > 0) & (x + w < width) & (y + h < height) & (area >= min_area)
+    enclosed[0] = False  # label 0: the mask itself
+    holes = [i for i in np.argsort(-area) if enclosed[i]][:k]
+    if not holes:
+        return np.empty((0, 2), np.float32)
+    distance = cv2.distanceTransform(background, cv2.DIST_L2, 3)
+    points = []
+    for i in holes:
+        inside = np.where(labels[y[i]:y[i] + h[i], x[i]:x[i] + w[i]] == i, distance[y[i]:y[i] + h[i], x[i]:x[i] + w[i]], -1)
+        row, col = np.unravel_index(np.argmax(inside), inside.shape)
+        points.append((x[i] + col, y[i] + row))
+    return np.float32(points)
 
 
 def _as_mask(mask: np.ndarray) -> np.ndarray:

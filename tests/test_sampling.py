@@ -436,3 +436,27 @@ def test_real_davis_masks(davis16, seq):
         assert negatives.shape == (4, 2), method
         _assert_in(negatives, ~mask)
         _assert_distinct(negatives)
+
+
+def test_hole_points_sit_in_the_largest_enclosed_holes_farthest_from_the_mask():
+    from samtrack.sampling import hole_points
+
+    # Two wheels (rings) joined by a bar; the background left and right of it touches the border.
+    mask = (_disk(40, 60, 25) & ~_disk(40, 60, 12)) | (_disk(120, 60, 25) & ~_disk(120, 60, 8))
+    mask[55:65, 60:100] = True
+    points = hole_points(mask, 2, 20)
+    assert points.dtype == np.float32 and points.shape == (2, 2)
+    # The larger hole first, each point at its hole's centre, on background.
+    assert np.abs(points[0] - [40, 60]).max() <= 1 and np.abs(points[1] - [120, 60]).max() <= 1
+    assert not mask[points[:, 1].astype(int), points[:, 0].astype(int)].any()
+    assert len(hole_points(mask, 1, 20)) == 1
+    assert np.abs(hole_points(mask, 2, 300)[0] - [40, 60]).max() <= 1 and len(hole_points(mask, 2, 300)) == 1  # the small hole is under 300 px
+    assert hole_points(_disk(70, 60, 30), 2, 1).shape == (0, 2)  # no hole
+
+
+def test_hole_negatives_add_negatives_in_the_holes():
+    mask = _disk(70, 60, 40) & ~_disk(70, 60, 15)
+    xy, labels = _sampler(hole_negatives=1, hole_min_area=50).sample(mask, _noise_image(), _rng())
+    negatives = xy[labels == 0]
+    assert len(negatives) == 2  # the mixed one, and the hole's
+    assert np.abs(negatives[-1] - [70, 60]).max() <= 1
