@@ -189,22 +189,20 @@ def hole_points(mask: np.ndarray, k: int, min_area: int) -> np.ndarray:
     pieces it encloses, not touching the frame's border) of at least ``min_area`` pixels, the
     pixel farthest from the mask."""
     mask = _as_mask(mask)
-    background = (~mask).view(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=4)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).view(np.uint8), connectivity=4)
     height, width = mask.shape
-    x, y, w, h, area = (stats[:, i] for i in range(5))
+    x, y, w, h, area = stats.T
     enclosed = (x > 0) & (y > 0) & (x + w < width) & (y + h < height) & (area >= min_area)
     enclosed[0] = False  # label 0: the mask itself
-    holes = [i for i in np.argsort(-area) if enclosed[i]][:k]
-    if not holes:
-        return np.empty((0, 2), np.float32)
-    distance = cv2.distanceTransform(background, cv2.DIST_L2, 3)
     points = []
-    for i in holes:
-        inside = np.where(labels[y[i]:y[i] + h[i], x[i]:x[i] + w[i]] == i, distance[y[i]:y[i] + h[i], x[i]:x[i] + w[i]], -1)
-        row, col = np.unravel_index(np.argmax(inside), inside.shape)
-        points.append((x[i] + col, y[i] + row))
-    return np.float32(points)
+    for i in [i for i in np.argsort(-area) if enclosed[i]][:k]:
+        # A hole is walled in by the mask, so its distances to the mask are those to its own
+        # edge: measured on its box, not the frame.
+        hole = (labels[y[i]:y[i] + h[i], x[i]:x[i] + w[i]] == i).astype(np.uint8)
+        distance = cv2.distanceTransform(np.pad(hole, 1), cv2.DIST_L2, 3)
+        row, col = np.unravel_index(np.argmax(distance), distance.shape)
+        points.append((x[i] + col - 1, y[i] + row - 1))
+    return np.float32(points).reshape(-1, 2)
 
 
 def _as_mask(mask: np.ndarray) -> np.ndarray:
