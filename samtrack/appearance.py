@@ -11,9 +11,11 @@ the object's last known place become new positive points.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .config import RedetectConfig
 from .errors import ConfigError
@@ -129,9 +131,19 @@ class AppearanceModel:
         # no transposed copy of the frame's features.
         flat = np.ascontiguousarray(features[:, :gh, :gw]).reshape(features.shape[0], -1)
         foreground, background = self._compared
-        score = (foreground @ flat).max(axis=0) - (background @ flat).max(axis=0)
+        # One BLAS thread: OpenBLAS's workers spin for a while after a call, and on 2 cores they
+        # took the cores from the decoder that runs next (10 ms more per frame for two decodes);
+        # in the loop the score takes no longer on one (redetect 10-12 ms a frame either way).
+        with _blas().limit(limits=1, user_api="blas"):
+            score = (foreground @ flat).max(axis=0) - (background @ flat).max(axis=0)
         score /= np.linalg.norm(flat, axis=0) + 1e-6
         return ScoreMap(score=score.reshape(gh, gw).astype(np.float32, copy=False), cell=cell)
+
+
+@lru_cache(maxsize=1)
+def _blas() -> ThreadpoolController:
+    """The process's thread pools (found once: the search walks every loaded library)."""
+    return ThreadpoolController()
 
 
 def _banks(embedding: ImageEmbedding, mask: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -83,6 +83,39 @@ def test_scores_follow_the_object_and_find_it_after_a_jump():
     assert len(scores.best_near(np.array([16.0, 32.0]), radius=40, k=2)) == 0  # too far to search
 
 
+def test_scores_run_on_one_blas_thread_and_leave_the_callers_setting(monkeypatch):
+    """OpenBLAS workers left spinning after the score slow the decoder that runs next on a
+    2-core machine: the products run on one BLAS thread, and the caller's setting comes back."""
+    from threadpoolctl import threadpool_info
+
+    from samtrack import appearance
+
+    seen = []
+    real = appearance._blas()
+
+    class Spy:
+        def limit(self, limits, user_api):
+            seen.append((limits, user_api))
+            return real.limit(limits=limits, user_api=user_api)
+
+    monkeypatch.setattr(appearance, "_blas", lambda: Spy())
+    blas = lambda: [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]  # noqa: E731
+    before = blas()
+    rng = np.random.default_rng(0)
+    features = rng.random((4, 8, 8)).astype(np.float32)
+    mask = np.zeros((H, W), bool)
+    mask[16:48, 0:32] = True
+    model = AppearanceModel(grid_embedding(features), mask, RedetectConfig(), rng)
+    scores = model.score(grid_embedding(features))
+    assert seen == [(1, "blas")]
+    assert blas() == before
+    # The same scores as unscoped products.
+    foreground, background = model._compared
+    flat = features[:, :4, :].reshape(4, -1)
+    expected = ((foreground @ flat).max(0) - (background @ flat).max(0)) / (np.linalg.norm(flat, axis=0) + 1e-6)
+    assert scores.score.ravel() == pytest.approx(expected, abs=1e-5)
+
+
 def _cos(a, b):
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
