@@ -96,9 +96,10 @@ SEGMENTER_VARIANTS = (
             ("--config", "fast", "--method", "oracle", "--segmenter", "mobilesam", "--set", "segmenter.unpadded=false")),
 )
 # The samtrack preset as issue 13's rows measured it, before it took km_grid400's K-Medoids
-# subsample: its rows keep their meaning (and their runs' config fingerprints).
+# subsample and multimask=grow: its rows keep their meaning (and their runs' config fingerprints).
+_OFF = ("--set", "decode.multimask=off")
 _SAMTRACK_1000 = ("--config", "samtrack", "--set", "sampling.kmedoids_subsample=random",
-                  "--set", "sampling.kmedoids_max_pixels=1000")
+                  "--set", "sampling.kmedoids_max_pixels=1000", *_OFF)
 _FLOW = (*_SAMTRACK_1000, "--set", "flow.enabled=true")
 # The flow candidate chosen by predicted IoU (f_mask_iou), + a shrink negative (c_mi_shrink), + the
 # look check (c_mi_shrink_look10), + 16 positives (c_mi_look_p16): the combinations the rows build on.
@@ -161,11 +162,17 @@ _LOOP_VARIANTS = (
     Variant("q_grid_flow427", "c_mi_look_p16 with km_grid400 and the flow on frames shrunk to 427 px (cheaper): the "
             "quality preset now", (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427")),
     Variant("holes2", "samtrack (km_grid400) + a negative in each of the mask's 2 largest holes (150 px or more)",
-            ("--config", "samtrack", "--set", "sampling.hole_negatives=2")),
-    Variant("q_holes2", "quality (q_grid_flow427) + holes2", ("--config", "quality", "--set", "sampling.hole_negatives=2")),
+            ("--config", "samtrack", *_OFF, "--set", "sampling.hole_negatives=2")),
+    Variant("q_holes2", "quality (q_grid_flow427) + holes2",
+            ("--config", "quality", *_OFF, "--set", "sampling.hole_negatives=2")),
+    Variant("grow", "km_grid400 + of SAM's four outputs, one that keeps the mask and adds object-like cells "
+            "(decode.multimask=grow)", (*_SAMTRACK_1000, *_GRID, "--set", "decode.multimask=grow")),
+    Variant("q_grow", "q_grid_flow427 + decode.multimask=grow",
+            (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427", "--set", "decode.multimask=grow")),
 )
 # Rows also run at sampling seeds 1 and 2 (the loop's run-to-run spread).
-_SEEDED = ("base", "c_mi_look_p16", "c_upd", "km_grid400", "km_grid600", "q_grid_flow427", "holes2", "q_holes2")
+_SEEDED = ("base", "c_mi_look_p16", "c_upd", "km_grid400", "km_grid600", "q_grid_flow427", "holes2", "q_holes2", "grow",
+           "q_grow")
 QUALITY_VARIANTS = (
     *_LOOP_VARIANTS,
     *(Variant(f"{v.name}_seed{seed}", f"{v.name} with sampling seed {seed}", (*v.args, "--set", f"sampling.seed={seed}"))

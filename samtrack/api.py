@@ -12,6 +12,7 @@ on several frames per object (later ones act as corrections).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import arguments
 from .config import Config, VideoConfig, default_preset, load_config
+from .decoding import multimask_for
 from .errors import InputError
 from .outputs import owned_temp_dir
 from .pipeline import FrameResult, SamPt
@@ -118,6 +120,7 @@ class VideoPredictor:
             config = load_config(config, list(overrides))
         tracker = build_tracker(config.tracker, log=log)
         segmenter = build_segmenter(config.segmenter, log=log)
+        config = dataclasses.replace(config, decode=multimask_for(config.decode, segmenter, log))
         return cls(config, segmenter, tracker)
 
     @property

@@ -83,7 +83,18 @@ class ScoreMap:
     def object_fraction(self, mask: np.ndarray) -> tuple[float, int]:
         """Of the cells that bool ``[H, W]`` ``mask`` covers by half or more, the fraction that
         look like the object (score > 0), and how many cells that is."""
-        inside = self._inside(mask)
+        return self._fraction(self._inside(mask))
+
+    def low_res_fraction(self, low_res: np.ndarray) -> tuple[float, int]:
+        """:meth:`object_fraction` of a mask given on SAM's low-res grid (bool ``[4h, 4w]`` for
+        the embedding's ``h x w`` cells, as ``low_res_logits > 0``): a cell is a 4 x 4 block of
+        it, so this costs a 16th of the frame-size test and needs no upscaled mask."""
+        gh, gw = self.score.shape
+        blocks = low_res[: 4 * gh, : 4 * gw].reshape(gh, 4, gw, 4)
+        return self._fraction(self.score[np.count_nonzero(blocks, axis=(1, 3)) >= 8])
+
+    @staticmethod
+    def _fraction(inside: np.ndarray) -> tuple[float, int]:
         return (float(np.count_nonzero(inside > 0)) / len(inside) if len(inside) else 0.0), len(inside)
 
     def _inside(self, mask: np.ndarray) -> np.ndarray:

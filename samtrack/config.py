@@ -31,7 +31,7 @@ SegmenterName = Literal[
 ]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "fp16", "bf16"]
-MultimaskChoice = Literal["off", "best_iou", "consistent", "stability"]
+MultimaskChoice = Literal["off", "best_iou", "consistent", "stability", "grow"]
 
 # Integers go on to OpenCV and numpy as int32; a bigger one is a typo, not a setting.
 INT_LIMIT = 2**31 - 1
@@ -211,12 +211,19 @@ class DecodeConfig:
     # Foreground floor for merging objects: a pixel is background unless some object's logit
     # exceeds it.
     merge_threshold: float = 0.0
-    # Choose each object's final mask among all of SAM's outputs (needs the PyTorch segmenter):
+    # Choose each object's final mask among all of SAM's outputs (PyTorch segmenters, or
+    # mobilesam-onnx on unpadded frames):
     # off (the single-mask output, or the best multimask one for one-token prompts, as SAM's
     # ONNX export does), best_iou (the multimask output with the highest predicted IoU),
     # consistent (the output that best overlaps the object's mask on the frame before), or
-    # stability (the output, of all four, with the highest stability score: EdgeSAM's demo's rule).
+    # stability (the output, of all four, with the highest stability score: EdgeSAM's demo's
+    # rule), or grow (an output that adds object-like cells to the mask: decoding.grow_candidate).
     multimask: MultimaskChoice = "off"
+    # multimask=grow (needs redetect): an output replaces the mask when it keeps grow_keep of it
+    # and adds at least grow_min_cells embedding cells, grow_fraction of them object-like.
+    grow_keep: float = knob(0.9, ge=0, le=1)
+    grow_fraction: float = knob(0.5, ge=0, le=1)
+    grow_min_cells: int = knob(2, ge=1)
 
 
 @dataclass
@@ -397,12 +404,6 @@ class Config:
     def validate(self, origins: dict[str, str] | None = None) -> "Config":
         """Check what involves more than one value (each value's own range is checked as it is
         loaded); ``origins`` (key -> file or ``--set``) names where a value came from."""
-        if self.decode.multimask != "off" and self.segmenter.name == "mobilesam-onnx":
-            raise ConfigError(
-                "decode.multimask needs all of SAM's outputs, which the mobilesam-onnx decoder does not give; "
-                "use segmenter.name=mobilesam",
-                (origins or {}).get("decode.multimask"),
-            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -580,6 +581,10 @@ def _coerce(tp: Any, value: Any, origin: str, key: str, limits: Range | None = N
                 errors.append(exc)
         raise errors[0]
     if origin_tp is Literal:
+        # YAML 1.1 (PyYAML) reads a bare off/on as a boolean: where the choices are words, it
+        # meant the word (`multimask: off`, `--set decode.multimask=off`).
+        if isinstance(value, bool) and ("on" if value else "off") in get_args(tp):
+            return "on" if value else "off"
         if value not in get_args(tp):
             choices = ", ".join(map(str, get_args(tp)))
             raise ConfigError(f"{key} must be one of {choices}, got {show(value)}", origin)

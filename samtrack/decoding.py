@@ -9,14 +9,18 @@ what decoding it alone gives.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
 
 from .config import DecodeConfig
 from .segmenters import ImageEmbedding, MaskPrediction, Prompt, Segmenter
+from .segmenters.base import gives_all_outputs
+
+if TYPE_CHECKING:
+    from .appearance import ScoreMap
 
 
 @dataclass
@@ -29,6 +33,7 @@ class ObjectPrompt:
         box: ``(x0, y0, x1, y1)`` or None.
         prior: low-res logits of the frame before (mask memory), or None.
         previous: the object's mask on the frame before, for ``multimask=consistent``.
+        look: the object's appearance scores on this frame, for ``multimask=grow``.
         flow: the flow candidate's prompt (:class:`FlowCandidate`), or None.
     """
 
@@ -38,6 +43,7 @@ class ObjectPrompt:
     prior: np.ndarray | None = None
     previous: np.ndarray | None = None
     flow: "FlowCandidate | None" = None
+    look: "ScoreMap | None" = None  # this frame's appearance scores, for ``multimask=grow``
 
 
 @dataclass
@@ -106,7 +112,8 @@ class DecodePasses:
                 break
             current.update(self._batch(embedding, prompts, candidates))
         if candidates:
-            current = {i: select_candidate(p, cfg.multimask, objects[i].previous) for i, p in current.items()}
+            current = {i: select_candidate(p, cfg.multimask, objects[i].previous, objects[i].look, cfg)
+                       for i, p in current.items()}
         if flowing:
             # All objects' flow candidates in one batch.
             prompts = {}
@@ -130,13 +137,27 @@ class DecodePasses:
         return dict(zip(prompts, predictions))
 
 
-def select_candidate(prediction: MaskPrediction, how: str, previous: np.ndarray | None) -> MaskPrediction:
+def multimask_for(config: DecodeConfig, segmenter: Segmenter, log: Callable[[str], None]) -> DecodeConfig:
+    """``config`` with ``multimask`` as ``segmenter`` allows: off, and said to ``log``, where it
+    gives one mask per prompt (mobilesam-onnx on padded frames: SAM's own ONNX export)."""
+    if config.multimask == "off" or gives_all_outputs(segmenter):
+        return config
+    log(f"decode.multimask={config.multimask}: off (segmenter {segmenter.name} gives one mask per prompt; "
+        "mobilesam-onnx gives all four on unpadded frames, with samtrack[torch] installed)")
+    return replace(config, multimask="off")
+
+
+def select_candidate(prediction: MaskPrediction, how: str, previous: np.ndarray | None,
+                     look: "ScoreMap | None" = None, config: DecodeConfig | None = None) -> MaskPrediction:
     """Replace a prediction by one of its candidates (single-mask output first, then the three
     multimask ones): ``best_iou`` the multimask output with the highest predicted IoU;
     ``consistent`` the output whose mask overlaps ``previous`` best (unchanged without one);
     ``stability`` the output, of all four, whose low-res logits have the highest stability score
-    (EdgeSAM's demo picks its mask so; the prediction keeps its own predicted IoU)."""
+    (EdgeSAM's demo picks its mask so; the prediction keeps its own predicted IoU); ``grow``
+    (:func:`grow_candidate`) an output that adds object-like cells to the prediction's mask."""
     options = prediction.candidates
+    if how == "grow":
+        return grow_candidate(prediction, look, config or DecodeConfig()) if look is not None else prediction
     if how == "best_iou":
         return max(options[1:], key=lambda c: c.iou)
     if how == "stability":
@@ -148,6 +169,32 @@ def select_candidate(prediction: MaskPrediction, how: str, previous: np.ndarray 
     if how == "consistent" and previous is not None and previous.any():
         return max(options, key=lambda c: _iou(c.mask, previous))
     return prediction
+
+
+def grow_candidate(prediction: MaskPrediction, look: "ScoreMap", config: DecodeConfig) -> MaskPrediction:
+    """The output that keeps the prediction's mask (``grow_keep`` of it) and adds the most cells
+    of which ``grow_fraction`` or more look like the object, or the prediction itself.
+
+    Points on a part of the object prompt SAM for that part (a rider without the motorbike, a
+    duck's body without its wings), and the points the loop samples next come from that mask:
+    the object shrinks to the part for good. Another of SAM's outputs is often the whole, and
+    the object's appearance tells which of the others adds the object rather than background.
+    Compared on the low-res logits (a 16th of the frame's pixels; nothing is upscaled).
+    """
+    mask = prediction.low_res_logits > 0
+    area = np.count_nonzero(mask)
+    best, most = prediction, config.grow_min_cells - 1
+    for option in prediction.candidates:
+        grown = option.low_res_logits > 0
+        if option.iou < config.iou_threshold or np.count_nonzero(grown & mask) < config.grow_keep * area:
+            continue
+        fraction, cells = look.low_res_fraction(grown & ~mask)
+        if fraction >= config.grow_fraction and cells > most:
+            best, most = option, cells
+    if best is prediction:
+        return prediction
+    best.candidates = prediction.candidates
+    return best
 
 
 def choose(loop: MaskPrediction | None, flow: MaskPrediction, candidate: FlowCandidate) -> MaskPrediction:

@@ -422,7 +422,8 @@ class SamPt:
             if not (labels == 1).any() and box is None:
                 continue
             prior = track.low_res if self.config.decode.mask_memory and obj_id not in clicks else None
-            requests[obj_id] = ObjectPrompt(xy, labels, box, prior, previous=track.mask, flow=flows.get(obj_id))
+            requests[obj_id] = ObjectPrompt(xy, labels, box, prior, previous=track.mask, flow=flows.get(obj_id),
+                                            look=track.score_map)
         predictions = self.passes.run(encoded(), requests) if requests else {}
         scores: dict[int, float] = {}
         with self.timings.measure("masks"):

@@ -44,3 +44,16 @@ def test_a_changed_frame_misses(tmp_path):
     changed = cache.encode(frame)
     assert inner.encodes == 2 and cache.misses == 2 and cache.hits == 0
     assert changed.features[0, 0, 0, 0] == np.float32(frame.mean())
+
+
+def test_the_caches_give_all_outputs_as_the_wrapped_segmenter_does(tmp_path):
+    """``decode.multimask`` is switched off for a segmenter without all of SAM's outputs: a cache
+    in front of one that has them must say so (an ablation run with the cache once lost them)."""
+    from samtrack.segmenters.base import gives_all_outputs
+    from samtrack.segmenters.cache import RecentEmbeddings
+
+    inner = CountingSegmenter()
+    assert not gives_all_outputs(EmbeddingCache(inner, tmp_path))
+    inner.all_outputs = True
+    assert gives_all_outputs(EmbeddingCache(inner, tmp_path)) and gives_all_outputs(RecentEmbeddings(inner))
+    assert gives_all_outputs(RecentEmbeddings(EmbeddingCache(inner, tmp_path)))

@@ -125,6 +125,11 @@ def test_low_res_decoder_upscaled_on_read_equals_the_full_size_graph(davis16, mo
             assert got.logits.shape == size.original_size
             assert np.abs(want.logits - got.logits).max() < 1e-3
             assert _iou(want.mask, got.mask) > 0.999
+        # The low-res graph returns all four outputs: the same choice, with the others attached.
+        for want, got in zip(lazy, onnx._run_batched(low, size, prompts, (256, 256), candidates=True)):
+            assert len(got.candidates) == 4 and got.low_res_logits is not None
+            assert sum(np.array_equal(c.low_res_logits, want.low_res_logits) for c in got.candidates) >= 1
+            assert np.array_equal(got.low_res_logits, want.low_res_logits) and got.iou == want.iou
 
 
 def test_run_with_the_torch_segmenter_matches_the_onnx_run(davis16, mobilesam_checkpoint, mobilesam_torch_checkpoint,

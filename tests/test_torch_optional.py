@@ -59,8 +59,6 @@ def test_segmenter_config_errors_come_before_the_run() -> None:
 
     import pytest
 
-    with pytest.raises(ConfigError, match="decode.multimask needs all of SAM's outputs"):
-        load_config("samtrack", ["decode.multimask=best_iou"])
     with pytest.raises(ConfigError, match="segmenter.max_batch must be >= 1"):
         load_config("samtrack", ["segmenter.name=mobilesam", "segmenter.max_batch=0"])
     assert load_config("samtrack", ["segmenter.name=mobilesam", "decode.multimask=consistent"]).decode.multimask == "consistent"

@@ -132,10 +132,17 @@ class Segmenter(Protocol):
         ...
 
 
+def gives_all_outputs(segmenter: Segmenter) -> bool:
+    """Whether ``decode_batch(..., candidates=True)`` works: the segmenter gives all of SAM's
+    outputs per prompt, not only the one SAM's ONNX rule picks (``all_outputs``, default no)."""
+    return bool(getattr(segmenter, "all_outputs", False))
+
+
 class DecodeOneByOne:
     """``decode_batch`` for segmenters whose decoder takes one prompt set per call."""
 
     name: str
+    all_outputs = False
 
     def decode_batch(
         self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False
@@ -144,5 +151,5 @@ class DecodeOneByOne:
             from ..errors import ConfigError
 
             raise ConfigError(f"segmenter {self.name!r} gives one mask per prompt; multimask selection needs "
-                              "segmenter.name=mobilesam (PyTorch)")
+                              "segmenter.name=mobilesam (PyTorch), or mobilesam-onnx on unpadded frames")
         return [self.decode(embedding, p.points, p.labels, box=p.box, mask_input=p.mask_input) for p in prompts]

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..outputs import atomic_write
-from .base import ImageEmbedding, MaskPrediction, Prompt, Segmenter, as_numpy
+from .base import ImageEmbedding, MaskPrediction, Prompt, Segmenter, as_numpy, gives_all_outputs
 
 
 class EmbeddingCache:
@@ -47,6 +47,10 @@ class EmbeddingCache:
             np.savez(f, features=embedding.numpy(), original_size=embedding.original_size,
                      input_size=embedding.input_size, **early)
         return embedding
+
+    @property
+    def all_outputs(self) -> bool:
+        return gives_all_outputs(self.segmenter)
 
     def decode(self, embedding: ImageEmbedding, points=None, labels=None, box=None, mask_input=None) -> MaskPrediction:
         return self.segmenter.decode(embedding, points, labels, box=box, mask_input=mask_input)

@@ -47,6 +47,11 @@ class MobileSamOnnx(DecodeOneByOne):
 
     name = "mobilesam-onnx"
 
+    @property
+    def all_outputs(self) -> bool:
+        """The unpadded grid decoder returns all four of SAM's outputs; SAM's square export one."""
+        return self.unpadded is not None
+
     def __init__(
         self,
         encoder_path: str | Path,
@@ -162,19 +167,25 @@ class MobileSamOnnx(DecodeOneByOne):
         self, embedding: ImageEmbedding, prompts: Sequence[Prompt], candidates: bool = False
     ) -> list[MaskPrediction]:
         """One call per prompt set, or one call for all of them with ``batched_decoder``."""
-        if self._batched is None or candidates or not prompts or self.unpadded is not None:
+        if self.unpadded is not None:
+            # One call per prompt set (a batch is slower on few cores); the grid decoder gives
+            # all four outputs, so candidates cost nothing more.
+            return [self._decode_on_grid(embedding, [p], candidates)[0] for p in prompts]
+        if self._batched is None or candidates or not prompts:
             return super().decode_batch(embedding, prompts, candidates)
         return self._run_batched(self._batched, embedding, prompts, (LOW_RES, LOW_RES))
 
-    def _decode_on_grid(self, embedding: ImageEmbedding, prompts: Sequence[Prompt]) -> list[MaskPrediction]:
+    def _decode_on_grid(self, embedding: ImageEmbedding, prompts: Sequence[Prompt],
+                        candidates: bool = False) -> list[MaskPrediction]:
         """Decode with the grid decoder of an unpadded embedding."""
         grid = embedding.features.shape[-2:]
         _, decoder = self._graphs((transforms.PATCH * grid[0], transforms.PATCH * grid[1]))
-        return self._run_batched(decoder, embedding, prompts, (4 * grid[0], 4 * grid[1]))
+        return self._run_batched(decoder, embedding, prompts, (4 * grid[0], 4 * grid[1]), candidates)
 
     def _run_batched(self, session: "GraphSession", embedding: ImageEmbedding, prompts: Sequence[Prompt],
-                     low_res_shape: tuple[int, int]) -> list[MaskPrediction]:
-        """A graph of :func:`~samtrack.segmenters.sam.export.export_decoder` on ``prompts``."""
+                     low_res_shape: tuple[int, int], candidates: bool = False) -> list[MaskPrediction]:
+        """A graph of :func:`~samtrack.segmenters.sam.export.export_decoder` on ``prompts``;
+        ``candidates`` (a low-res graph only) attaches all four of SAM's outputs to each."""
         coords, labels, valid = transforms.batch_prompt_tokens(prompts, embedding.original_size)
         masks, given = transforms.batch_mask_inputs(prompts, low_res_shape)
         feeds = {
@@ -187,10 +198,19 @@ class MobileSamOnnx(DecodeOneByOne):
         }
         if "orig_im_size" not in session.input_names:
             # A low-res graph (the unpadded ones): each mask is upscaled when it is read.
-            iou, low_res = session.run(feeds)
+            iou, low_res = session.run(feeds)  # all four outputs: [B, 4], [B, 4, h, w]
             upscale = partial(transforms.upscale_logits, input_size=embedding.input_size,
                               original_size=embedding.original_size)
-            return [UpscaledOnRead(float(iou[i, 0]), low_res[i, 0], upscale) for i in range(len(prompts))]
+            chosen = transforms.single_mask_index(iou, valid.sum(axis=1))
+            out = []
+            for i, k in enumerate(chosen):
+                options = [UpscaledOnRead(float(iou[i, j]), low_res[i, j], upscale) for j in range(iou.shape[1])]
+                prediction = options[k]
+                if candidates:
+                    prediction = UpscaledOnRead(prediction.iou, prediction.low_res_logits, upscale)
+                    prediction.candidates = options
+                out.append(prediction)
+            return out
         feeds["orig_im_size"] = np.asarray(embedding.original_size, dtype=np.float32)
         logits, iou, low_res = session.run(feeds)
         return [MaskPrediction(logits=logits[i, 0], iou=float(iou[i, 0]), low_res_logits=low_res[i, 0])

@@ -61,6 +61,8 @@ class SamTorch:
     embeddings within 2e-6).
     """
 
+    all_outputs = True
+
     def __init__(
         self,
         model,

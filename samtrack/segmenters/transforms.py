@@ -43,6 +43,9 @@ IMAGE_SIZE = 1024
 # The image encoders' output stride: an embedding cell covers 16 x 16 input pixels, so unpadded
 # inputs are padded to multiples of it.
 PATCH = 16
+# Prompts with at least this many tokens (points, box corners, SAM's padding point) take the
+# single-mask output; shorter, ambiguous ones the best multimask output.
+SINGLE_MASK_MIN_TOKENS = 3
 # ImageNet statistics in 0-255 units, as SAM was trained with (RGB order).
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -282,6 +285,13 @@ def batch_mask_inputs(prompts: "Sequence[Prompt]", shape: tuple[int, int]) -> tu
                 raise ValueError(f"mask_input must be {list(shape)} for this embedding, got {mask.shape}")
             stack[i, 0] = mask
     return stack, given
+
+
+def single_mask_index(iou: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
+    """Which of SAM's four outputs (``iou``: ``[B, 4]`` predicted IoUs) a single-mask decode
+    returns for prompts of ``n_tokens`` ``[B]`` real tokens: SAM's ONNX export's rule."""
+    best_multi = iou[:, 1:].argmax(axis=1) + 1
+    return np.where(n_tokens >= SINGLE_MASK_MIN_TOKENS, 0, best_multi)
 
 
 def upscale_logits(low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]) -> np.ndarray:

@@ -18,7 +18,7 @@ from ..outputs import StagedOutputDir
 
 SOURCE = "mobilesam-torch"
 FOLDER = "mobilesam-onnx-unpadded"
-DECODER = "sam_low_res.onnx"
+DECODER = "sam_low_res_all.onnx"
 
 
 class UnpaddedGraphs:
@@ -44,8 +44,9 @@ class UnpaddedGraphs:
         digest = self._digest
         h, w = input_size
         folder = weights.cache_dir() / FOLDER / digest / f"{h}x{w}"
-        # The decoder stops at the low-res logits (export_decoder(full_size=False)); an older
-        # cache's full-size "sam.onnx" is not reused.
+        # The decoder stops at the low-res logits of all four outputs
+        # (export_decoder(full_size=False)); an older cache's "sam.onnx" (full size) and
+        # "sam_low_res.onnx" (one output) are not reused.
         encoder, decoder = folder / "encoder.onnx", folder / DECODER
         if not (encoder.is_file() and decoder.is_file()):
             self._export(source, folder, input_size)

@@ -6,6 +6,10 @@ sets are padded to one length with SAM's "not a point" token, and ``token_mask``
 padding) keeps the padding out of the attention, so each row decodes as it would alone. It picks
 each row's mask as SAM's export does (single-mask output for 3+ real tokens, else the best
 multimask output) and returns it upscaled to ``orig_im_size``, with its IoU and low-res logits.
+The low-res graph (``full_size=False``) returns all four of SAM's outputs instead, their IoUs
+and low-res logits, and leaves the choice to the caller
+(:func:`~samtrack.segmenters.transforms.single_mask_index`): SAM computes the four anyway, and
+a loop that chooses among them pays nothing more for them.
 A decoder can be exported for an unpadded frame's embedding grid (e.g. 36 x 64 for 16:9), with the
 image encoder at the matching input size (:func:`export_encoder`), so that the ONNX runtimes
 encode frames without the square's padding.
@@ -32,7 +36,8 @@ LOW_RES_OUTPUTS = OUTPUTS[1:]
 
 class BatchedDecoder(nn.Module):
     """The traceable forward that :func:`export_decoder` exports; with ``full_size=False`` it
-    stops at the low-res logits (the caller upscales the masks it uses)."""
+    stops at the low-res logits of all four outputs (the caller chooses, and upscales the masks
+    it uses)."""
 
     def __init__(self, model: Sam, full_size: bool = True) -> None:
         super().__init__()
@@ -55,12 +60,12 @@ class BatchedDecoder(nn.Module):
             image_embeddings, point_coords, point_labels, mask_input=mask_input, has_mask=has_mask_input > 0.5,
             token_mask=valid,
         )
+        if not self.full_size:
+            return iou, masks
         chosen = single_mask_choice(iou, valid.sum(dim=1))
         rows = torch.arange(masks.shape[0])
         low_res = masks[rows, chosen].unsqueeze(1)
         scores = iou[rows, chosen].unsqueeze(1)
-        if not self.full_size:
-            return scores, low_res
         # Up to the encoder's input (the square, or an unpadded frame's multiple-of-16 sides):
         # low-res logits are at 1/4 of it.
         up = F.interpolate(low_res, (4 * low_res.shape[-2], 4 * low_res.shape[-1]), mode="bilinear", align_corners=False)
@@ -77,7 +82,8 @@ def export_decoder(model: Sam, path: str | Path, opset: int = 17, grid: tuple[in
                    full_size: bool = True) -> None:
     """Write ``model``'s decoder as a batched ONNX graph to ``path``, for embeddings of ``grid``
     (``(h, w)``; None: the square's 64 x 64); ``full_size=False`` leaves out the ``masks``
-    output (and ``orig_im_size`` input): the graph ends at the low-res logits."""
+    output (and ``orig_im_size`` input): the graph ends at the low-res logits, and returns all
+    four outputs per row (``iou_predictions`` ``[B, 4]``, ``low_res_masks`` ``[B, 4, h, w]``)."""
     model = model.eval()
     grid = tuple(grid or model.prompt_encoder.image_embedding_size)
     low = (4 * grid[0], 4 * grid[1])

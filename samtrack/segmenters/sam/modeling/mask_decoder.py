@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...transforms import SINGLE_MASK_MIN_TOKENS
 from .common import MLP, LayerNorm2d, StackedMLP
 from .transformer import TwoWayTransformer, Variant
 
@@ -161,13 +162,9 @@ class MaskDecoder(nn.Module):
         return masks, self.iou_prediction_head(iou_out)
 
 
-# Prompts with at least this many tokens (points, box corners, SAM's padding point) take the
-# single-mask output; shorter, ambiguous ones the best multimask output.
-SINGLE_MASK_MIN_TOKENS = 3
-
-
 def single_mask_choice(iou: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
     """Which of the four masks a single-mask decode returns, per row: SAM's ONNX export's rule
-    (token 0 for prompts of 3+ tokens, else the multimask output with the highest IoU)."""
+    (token 0 for prompts of 3+ tokens, else the multimask output with the highest IoU); the
+    numpy twin is :func:`~samtrack.segmenters.transforms.single_mask_index`."""
     best_multi = iou[:, 1:].argmax(dim=1) + 1
     return torch.where(n_tokens >= SINGLE_MASK_MIN_TOKENS, torch.zeros_like(best_multi), best_multi)
