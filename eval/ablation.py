@@ -97,7 +97,7 @@ SEGMENTER_VARIANTS = (
 )
 # The samtrack preset as issue 13's rows measured it, before it took km_grid400's K-Medoids
 # subsample and multimask=grow: its rows keep their meaning (and their runs' config fingerprints).
-_OFF = ("--set", "decode.multimask=off")
+_OFF = ("--set", "decode.multimask=off", "--set", "decode.trim_fraction=0")
 _SAMTRACK_1000 = ("--config", "samtrack", "--set", "sampling.kmedoids_subsample=random",
                   "--set", "sampling.kmedoids_max_pixels=1000", *_OFF)
 _FLOW = (*_SAMTRACK_1000, "--set", "flow.enabled=true")
@@ -109,6 +109,8 @@ _NEW = (*_MI_SHRINK, "--set", "redetect.verify_fraction=0.1")
 _CANDIDATE = (*_NEW, "--set", "sampling.n_positive=16")
 _C1PASS = (*_NEW, "--set", "flow.longest_side=427", "--set", "decode.use_negative_pass=false")
 _GRID = ("--set", "sampling.kmedoids_subsample=grid", "--set", "sampling.kmedoids_max_pixels=400")
+_GROW = (*_SAMTRACK_1000, *_GRID, "--set", "decode.multimask=grow")
+_Q_GROW = (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427", "--set", "decode.multimask=grow")
 _LOOP_VARIANTS = (
     Variant("base", "samtrack preset as issue 13 found it (K-Medoids on 1000 random pixels): MobileSAM ONNX unpadded, "
             "OpenVINO", _SAMTRACK_1000),
@@ -156,23 +158,25 @@ _LOOP_VARIANTS = (
     Variant("c_upd", "c_mi_shrink_look10 + the object's look relearnt every 5 frames from a trusted mask",
             (*_NEW, "--set", "redetect.update_every=5")),
     Variant("km_grid400", "samtrack, K-Medoids on 400 mask pixels on a grid (1000 at random): 6x cheaper sampling; the "
-            "samtrack preset now", (*_SAMTRACK_1000, *_GRID)),
+            "samtrack preset before grow", (*_SAMTRACK_1000, *_GRID)),
     Variant("km_grid600", "samtrack, K-Medoids on 600 mask pixels on a grid",
             (*_SAMTRACK_1000, *_GRID, "--set", "sampling.kmedoids_max_pixels=600")),
     Variant("q_grid_flow427", "c_mi_look_p16 with km_grid400 and the flow on frames shrunk to 427 px (cheaper): the "
-            "quality preset now", (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427")),
+            "quality preset before grow", (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427")),
     Variant("holes2", "samtrack (km_grid400) + a negative in each of the mask's 2 largest holes (150 px or more)",
             ("--config", "samtrack", *_OFF, "--set", "sampling.hole_negatives=2")),
     Variant("q_holes2", "quality (q_grid_flow427) + holes2",
             ("--config", "quality", *_OFF, "--set", "sampling.hole_negatives=2")),
     Variant("grow", "km_grid400 + of SAM's four outputs, one that keeps the mask and adds object-like cells "
-            "(decode.multimask=grow)", (*_SAMTRACK_1000, *_GRID, "--set", "decode.multimask=grow")),
-    Variant("q_grow", "q_grid_flow427 + decode.multimask=grow",
-            (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427", "--set", "decode.multimask=grow")),
+            "(decode.multimask=grow)", _GROW),
+    Variant("q_grow", "q_grid_flow427 + decode.multimask=grow", _Q_GROW),
+    Variant("grow_trim", "grow, else an output inside the mask that drops cells under 30% object-like "
+            "(decode.trim_fraction=0.3): the samtrack preset now", (*_GROW, "--set", "decode.trim_fraction=0.3")),
+    Variant("q_grow_trim", "q_grow + decode.trim_fraction=0.3", (*_Q_GROW, "--set", "decode.trim_fraction=0.3")),
 )
 # Rows also run at sampling seeds 1 and 2 (the loop's run-to-run spread).
 _SEEDED = ("base", "c_mi_look_p16", "c_upd", "km_grid400", "km_grid600", "q_grid_flow427", "holes2", "q_holes2", "grow",
-           "q_grow")
+           "q_grow", "grow_trim", "q_grow_trim")
 QUALITY_VARIANTS = (
     *_LOOP_VARIANTS,
     *(Variant(f"{v.name}_seed{seed}", f"{v.name} with sampling seed {seed}", (*v.args, "--set", f"sampling.seed={seed}"))

@@ -101,9 +101,10 @@ class InferenceState:
 class VideoPredictor:
     """Segments objects through a video from clicks, boxes or masks on any of its frames."""
 
-    def __init__(self, config: Config, segmenter: Segmenter, tracker: PointTracker) -> None:
-        self.config = config
-        self.pipeline = SamPt(segmenter, tracker, config)
+    def __init__(self, config: Config, segmenter: Segmenter, tracker: PointTracker, log=print) -> None:
+        """``log`` is told of a config choice the segmenter cannot follow (:func:`multimask_for`)."""
+        self.config = dataclasses.replace(config, decode=multimask_for(config.decode, segmenter, log))
+        self.pipeline = SamPt(segmenter, tracker, self.config)
 
     @classmethod
     def from_config(
@@ -120,8 +121,7 @@ class VideoPredictor:
             config = load_config(config, list(overrides))
         tracker = build_tracker(config.tracker, log=log)
         segmenter = build_segmenter(config.segmenter, log=log)
-        config = dataclasses.replace(config, decode=multimask_for(config.decode, segmenter, log))
-        return cls(config, segmenter, tracker)
+        return cls(config, segmenter, tracker, log=log)
 
     @property
     def timings(self) -> Timings:

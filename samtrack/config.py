@@ -220,10 +220,13 @@ class DecodeConfig:
     # rule), or grow (an output that adds object-like cells to the mask: decoding.grow_candidate).
     multimask: MultimaskChoice = "off"
     # multimask=grow (needs redetect): an output replaces the mask when it keeps grow_keep of it
-    # and adds at least grow_min_cells embedding cells, grow_fraction of them object-like.
+    # and adds at least grow_min_cells embedding cells, grow_fraction of them object-like; else,
+    # with trim_fraction > 0, an output inside the mask (grow_keep of it) that drops at least
+    # grow_min_cells cells, under trim_fraction of them object-like.
     grow_keep: float = knob(0.9, ge=0, le=1)
     grow_fraction: float = knob(0.5, ge=0, le=1)
     grow_min_cells: int = knob(2, ge=1)
+    trim_fraction: float = knob(0.0, ge=0, le=1)
 
 
 @dataclass

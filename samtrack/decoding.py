@@ -5,7 +5,8 @@ low-res logits (or, with mask memory, one pass with all points and the previous 
 logits), then refinement passes that add the current mask's box. Objects need different numbers
 of passes (an object without negatives has no second pass, refinement stops when a mask
 empties), so each batch holds the objects still at that pass. The result for each object is
-what decoding it alone gives.
+what decoding it alone gives. With ``decode.multimask``, the last pass's mask may then be
+replaced by another of SAM's outputs (:func:`select_candidate`).
 """
 from __future__ import annotations
 
@@ -154,7 +155,8 @@ def select_candidate(prediction: MaskPrediction, how: str, previous: np.ndarray 
     ``consistent`` the output whose mask overlaps ``previous`` best (unchanged without one);
     ``stability`` the output, of all four, whose low-res logits have the highest stability score
     (EdgeSAM's demo picks its mask so; the prediction keeps its own predicted IoU); ``grow``
-    (:func:`grow_candidate`) an output that adds object-like cells to the prediction's mask."""
+    (:func:`grow_candidate`) an output that adds object-like cells to the prediction's mask (or,
+    with ``trim_fraction``, drops background-like ones)."""
     options = prediction.candidates
     if how == "grow":
         return grow_candidate(prediction, look, config or DecodeConfig()) if look is not None else prediction
@@ -173,24 +175,34 @@ def select_candidate(prediction: MaskPrediction, how: str, previous: np.ndarray 
 
 def grow_candidate(prediction: MaskPrediction, look: "ScoreMap", config: DecodeConfig) -> MaskPrediction:
     """The output that keeps the prediction's mask (``grow_keep`` of it) and adds the most cells
-    of which ``grow_fraction`` or more look like the object, or the prediction itself.
+    of which ``grow_fraction`` or more look like the object; else, with ``trim_fraction``, the
+    output inside the mask (``grow_keep`` of it in the mask) that drops the most cells of which
+    under ``trim_fraction`` look like the object; else the prediction itself.
 
     Points on a part of the object prompt SAM for that part (a rider without the motorbike, a
     duck's body without its wings), and the points the loop samples next come from that mask:
-    the object shrinks to the part for good. Another of SAM's outputs is often the whole, and
-    the object's appearance tells which of the others adds the object rather than background.
-    Compared on the low-res logits (a 16th of the frame's pixels; nothing is upscaled).
+    the object shrinks to the part for good. Points on a look-alike next to it keep that in the
+    same way. Another of SAM's outputs is often the whole, or the object alone, and the object's
+    appearance tells which. Compared on the low-res logits (a 16th of the frame's pixels;
+    nothing is upscaled).
     """
     mask = prediction.low_res_logits > 0
     area = np.count_nonzero(mask)
     best, most = prediction, config.grow_min_cells - 1
-    for option in prediction.candidates:
-        grown = option.low_res_logits > 0
-        if option.iou < config.iou_threshold or np.count_nonzero(grown & mask) < config.grow_keep * area:
+    options = [(o, o.low_res_logits > 0) for o in prediction.candidates if o.iou >= config.iou_threshold]
+    for option, grown in options:
+        if np.count_nonzero(grown & mask) < config.grow_keep * area:
             continue
         fraction, cells = look.low_res_fraction(grown & ~mask)
         if fraction >= config.grow_fraction and cells > most:
             best, most = option, cells
+    if best is prediction and config.trim_fraction:
+        for option, kept in options:
+            if np.count_nonzero(kept & mask) < config.grow_keep * np.count_nonzero(kept):
+                continue
+            fraction, cells = look.low_res_fraction(mask & ~kept)
+            if fraction < config.trim_fraction and cells > most:
+                best, most = option, cells
     if best is prediction:
         return prediction
     best.candidates = prediction.candidates

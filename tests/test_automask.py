@@ -132,3 +132,27 @@ def test_real_frame_pytorch_mobilesam_all_three_outputs(mobilesam_torch_checkpoi
     assert not lines  # no one-mask-per-point notice
     best = max(np.count_nonzero(m.segmentation & bear) / np.count_nonzero(m.segmentation | bear) for m in masks)
     assert best > 0.7 and len(masks) >= 3
+
+
+def test_real_frame_unpadded_onnx_all_three_outputs(davis16):
+    """mobilesam-onnx on unpadded frames (the default where the torch extra exports its graphs)
+    gives all of SAM's outputs, so the generator keeps three per point as the official one: no
+    one-mask-per-point notice, more masks than points, the bear among them."""
+    pytest.importorskip("torch", reason="the unpadded graphs are exported from the PyTorch model")
+    from samtrack.config import load_config
+    from samtrack.segmenters import build_segmenter
+    from samtrack.segmenters.base import gives_all_outputs
+
+    from .conftest import REPO, load_gt
+    from samtrack.video import open_video
+
+    segmenter = build_segmenter(load_config("samtrack", ["segmenter.unpadded=true"]).segmenter, log=lambda m: None)
+    assert gives_all_outputs(segmenter)
+    frame = open_video(REPO / "examples" / "bear.mp4").read(0)
+    bear = load_gt(davis16, "bear", 0)
+    lines = []
+    config = AutoMaskConfig(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    masks = automask.AutoMaskGenerator(segmenter, config, log=lines.append).generate(frame)
+    assert not lines and len(masks) > 64  # up to 3 per point with nothing filtered
+    best = max(np.count_nonzero(m.segmentation & bear) / np.count_nonzero(m.segmentation | bear) for m in masks)
+    assert best > 0.7

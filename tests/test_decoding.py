@@ -97,6 +97,32 @@ def test_grow_takes_the_output_that_adds_the_object_and_not_the_one_that_adds_ba
     assert select_candidate(prediction, "grow", None, None, config) is prediction
 
 
+def test_trim_takes_an_output_inside_the_mask_that_drops_background_cells() -> None:
+    """The mask took in two background cells beside the object (a look-alike, an occluder): with
+    ``trim_fraction`` an output that drops them replaces it, one that drops object cells does
+    not, and growing comes first."""
+    from samtrack.appearance import ScoreMap
+
+    def output(iou: float, *which: tuple[int, int]) -> MaskPrediction:
+        low_res = np.full((16, 16), -1.0, np.float32)
+        for r, c in which:
+            low_res[4 * r:4 * r + 4, 4 * c:4 * c + 4] = 1.0
+        return MaskPrediction(np.kron(low_res, np.ones((4, 4), np.float32)), iou, low_res)
+
+    score = np.full((4, 4), -0.2, np.float32)
+    score[0, 0:2] = 0.3
+    look = ScoreMap(score=score, cell=(16.0, 16.0))
+    taken = ((0, 0), (0, 1), (1, 0), (1, 1))  # two object cells, two background ones
+    alone, halved = output(0.9, (0, 0), (0, 1)), output(0.9, (0, 0), (1, 0))
+    prediction = MaskPrediction(output(0.9, *taken).logits, 0.9, output(0.9, *taken).low_res_logits,
+                                candidates=[output(0.9, *taken), alone, halved])
+    assert select_candidate(prediction, "grow", None, look, DecodeConfig()) is prediction  # trimming off
+    assert select_candidate(prediction, "grow", None, look, DecodeConfig(trim_fraction=0.3)) is alone
+    prediction.candidates.append(output(0.9, *taken, (0, 2), (0, 3)))
+    score[0, 2:4] = 0.3
+    assert select_candidate(prediction, "grow", None, look, DecodeConfig(trim_fraction=0.3)) is prediction.candidates[-1]
+
+
 def test_low_res_fraction_is_the_frame_masks_fraction() -> None:
     """A mask on SAM's low-res grid and the same mask at frame size (4 low-res px per 16-px cell)
     give the same object-like fraction and cell count."""

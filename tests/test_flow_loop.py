@@ -1,6 +1,7 @@
-"""The loop with dense flow on real frames: failure shapes of the default loop that the
-`quality` preset (the flow candidate, a shrink negative, the look check, 16 positives) fixes,
-with thresholds from measured numbers (issue 13).
+"""The loop with dense flow on real frames: failure shapes of the default loop as issue 13 found
+it (`before`: `samtrack` without `decode.multimask=grow`) that the `quality` preset (the flow
+candidate, a shrink negative, the look check, 16 positives, grow) fixes, and one that the
+default's grow and trim fix, with thresholds from measured numbers.
 
 The loop feeds each mask into the next frame's points, so one trajectory on a short clip swings
 with any small change (a seed, a 1e-4 difference in an upscaled logit): each slice is scored as
@@ -31,9 +32,13 @@ def default_segmenter(mobilesam_checkpoint):
     return build_segmenter(load_config("samtrack").segmenter, log=lambda message: None)
 
 
-def run_clip(davis16, segmenter, tmp_path, sequence: str, n: int, presets=("samtrack", "quality")) -> dict[str, np.ndarray]:
-    """Per preset: J ``[seed, frame]`` on frames 1..n-1 of a shared sequence prompted by its
-    first-frame ground truth, for each of ``SEEDS``."""
+# Label -> (preset, overrides).
+CONFIGS = {"before": ("samtrack", ["decode.multimask=off"]), "samtrack": ("samtrack", []), "quality": ("quality", [])}
+
+
+def run_clip(davis16, segmenter, tmp_path, sequence: str, n: int, presets=("before", "quality")) -> dict[str, np.ndarray]:
+    """Per label of :data:`CONFIGS`: J ``[seed, frame]`` on frames 1..n-1 of a shared sequence
+    prompted by its first-frame ground truth, for each of ``SEEDS``."""
     frames = [load_frame(davis16, sequence, t) for t in range(n)]
     truth = [load_gt(davis16, sequence, t) for t in range(n)]
     cached = EmbeddingCache(segmenter, tmp_path)  # every run decodes the same embeddings
@@ -41,7 +46,8 @@ def run_clip(davis16, segmenter, tmp_path, sequence: str, n: int, presets=("samt
     for preset in presets:
         per_seed = []
         for seed in SEEDS:
-            config = load_config(preset, [f"sampling.seed={seed}"])
+            name, overrides = CONFIGS[preset]
+            config = load_config(name, [*overrides, f"sampling.seed={seed}"])
             predictor = VideoPredictor(config, cached, build_tracker(config.tracker))
             state = predictor.init_state(ArrayVideo(frames))
             predictor.add_new_mask(state, 0, 1, truth[0])
@@ -54,10 +60,11 @@ def run_clip(davis16, segmenter, tmp_path, sequence: str, n: int, presets=("samt
 def test_a_part_without_points_is_kept_by_the_flow_mask_prompt(davis16, default_segmenter, tmp_path):
     """motocross-bumps, frames 0-58: as the bike lands from a jump (frames 40-57) the default
     loop drops its red front, which no point lands on (measured mean J there, seeds 0 / 1 / 2:
-    0.621 / 0.713 / 0.620); prompting SAM with the previous frame's logits moved by the flow
-    keeps it (`quality`: 0.689 / 0.862 / 0.858). Frames 1-39 are alike for both (0.90)."""
+    0.621 / 0.713 / 0.620; the default now, with grow and trim: 0.608 / 0.573 / 0.569); prompting SAM
+    with the previous frame's logits moved by the flow keeps it (`quality`: 0.794 / 0.800 /
+    0.846; before grow 0.689 / 0.862 / 0.858). Frames 1-39 are alike for both (0.90)."""
     scores = run_clip(davis16, default_segmenter, tmp_path, "motocross-bumps", 59)
-    landing = scores["samtrack"][:, 39:57].mean(), scores["quality"][:, 39:57].mean()  # frames 40-57
+    landing = scores["before"][:, 39:57].mean(), scores["quality"][:, 39:57].mean()  # frames 40-57
     assert landing[0] < 0.70 and landing[1] > 0.76, landing
     assert scores["quality"][:, :38].mean() > 0.85
 
@@ -65,21 +72,24 @@ def test_a_part_without_points_is_kept_by_the_flow_mask_prompt(davis16, default_
 def test_clutter_a_small_dog_among_obstacles(davis16, default_segmenter, tmp_path):
     """dog-agility, all 25 frames: the dog runs between poles and bars; the default's mask takes
     in a bar or loses the dog's back half (measured mean J on frames 1-24, seeds 0 / 1 / 2:
-    0.719 / 0.690 / 0.684, worst frames 0.48 / 0.31 / 0.00); the shrink negative and the flow
-    candidate keep it (`quality`: 0.736 / 0.737 / 0.734, worst 0.55 / 0.53 / 0.51)."""
-    scores = run_clip(davis16, default_segmenter, tmp_path, "dog-agility", 25)
-    assert scores["samtrack"].mean() < 0.71
-    assert scores["quality"].mean() > 0.725
-    assert scores["quality"].min(axis=1).min() > 0.45 > scores["samtrack"].min(axis=1).min()
+    0.719 / 0.690 / 0.684, worst frames 0.48 / 0.31 / 0.00). The default's grow and trim keep the
+    back half (0.737 / 0.735 / 0.744, worst 0.54 / 0.57 / 0.56), `quality` too (0.763 / 0.732 /
+    0.755, worst 0.60 / 0.52 / 0.60)."""
+    scores = run_clip(davis16, default_segmenter, tmp_path, "dog-agility", 25, ("before", "samtrack", "quality"))
+    assert scores["before"].mean() < 0.71
+    assert scores["samtrack"].mean() > 0.725 and scores["quality"].mean() > 0.725
+    worst = {label: s.min(axis=1).min() for label, s in scores.items()}
+    assert min(worst["samtrack"], worst["quality"]) > 0.45 > worst["before"], worst
 
 
 def test_fast_motion_in_smoke(davis16, default_segmenter, tmp_path):
     """drift-turn, frames 0-55: a drifting car in its own smoke. The default's points slide into
     the smoke as the car turns, and from frame 44 its mask keeps a shrinking piece of it
-    (measured mean J on frames 44-55, seeds 0 / 1 / 2: 0.256 / 0.366 / 0.891); `quality`'s
-    moved mask prompt brings the car back at seed 1 (0.253 / 0.657 / 0.783). The chaotic slice
-    of the three: the seeds swing more than the presets differ."""
+    (measured mean J on frames 44-55, seeds 0 / 1 / 2: 0.256 / 0.366 / 0.891; the default now,
+    with grow and trim: 0.796 / 0.410 / 0.801); `quality` keeps the car at every seed (0.846 / 0.901 /
+    0.837; before grow 0.253 / 0.657 / 0.783). The chaotic slice of the three: the seeds swing
+    as much as the presets differ."""
     scores = run_clip(davis16, default_segmenter, tmp_path, "drift-turn", 56)
-    late = scores["samtrack"][:, 43:55].mean(axis=1), scores["quality"][:, 43:55].mean(axis=1)  # frames 44-55
+    late = scores["before"][:, 43:55].mean(axis=1), scores["quality"][:, 43:55].mean(axis=1)  # frames 44-55
     assert late[1].mean() > late[0].mean() + 0.04, late
     assert late[1][1] > late[0][1] + 0.2, late
