@@ -143,8 +143,8 @@ def multimask_for(config: DecodeConfig, segmenter: Segmenter, log: Callable[[str
     gives one mask per prompt (mobilesam-onnx on padded frames: SAM's own ONNX export)."""
     if config.multimask == "off" or gives_all_outputs(segmenter):
         return config
-    log(f"decode.multimask={config.multimask}: off (segmenter {segmenter.name} gives one mask per prompt; "
-        "mobilesam-onnx gives all four on unpadded frames, with samtrack[torch] installed)")
+    log(f"decode.multimask={config.multimask}: off (segmenter {segmenter.name} gives one mask per prompt here; "
+        "mobilesam-onnx gives all four on unpadded frames, which need samtrack[torch])")
     return replace(config, multimask="off")
 
 
