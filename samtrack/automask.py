@@ -8,8 +8,9 @@ removed. The steps, knobs and defaults are those of the official ``SamAutomaticM
 (segment-anything), and on the same predictions it gives the same masks in the same order
 (``tests/test_automask.py``, golden fixtures from ``tools/automask_reference/``).
 
-Segmenters whose decoder gives one mask per prompt (``mobilesam-onnx``: SAM's single-mask ONNX
-export picks, for a one-point prompt, the multimask output with the highest predicted IoU) are
+Segmenters whose decoder gives one mask per prompt (``mobilesam-onnx`` on padded frames: SAM's
+single-mask ONNX export picks, for a one-point prompt, the multimask output with the highest
+predicted IoU; see :func:`~samtrack.segmenters.base.gives_all_outputs`) are
 run with that one mask per point, which is said once to ``log``: a third of the official
 candidates, so nested whole/part masks are found less often.
 
@@ -29,6 +30,7 @@ import numpy as np
 from .config import AutoMaskConfig
 from .errors import ConfigError
 from .segmenters import ImageEmbedding, Prompt, Segmenter
+from .segmenters.base import gives_all_outputs
 
 MASK_THRESHOLD = 0.0  # SAM's logit threshold
 EDGE_TOLERANCE = 20.0  # px: a box this close to a crop edge (not the frame's) is cut by the crop
@@ -226,7 +228,11 @@ class AutoMaskGenerator:
         self.grids = layer_point_grids(c.points_per_side, c.crop_n_layers, c.crop_n_points_downscale_factor)
         self.measure = measure
         self.log = log
-        self._multimask: bool | None = None  # found out on the first decode
+        self._multimask = gives_all_outputs(segmenter)
+        if not self._multimask:
+            log(f"automask: segmenter {getattr(segmenter, 'name', '?')} gives one mask per point (the best of SAM's "
+                "three by predicted IoU); the official generator keeps all three (segmenter.name=mobilesam, or "
+                "mobilesam-onnx on unpadded frames)")
 
     def generate(self, image: np.ndarray) -> list[AutoMask]:
         """The masks of an RGB uint8 ``[H, W, 3]`` frame, best first (within a crop: by
@@ -271,20 +277,12 @@ class AutoMaskGenerator:
         """Logits and predicted IoUs of every point's masks (3 per point with multimask
         outputs, else 1), point-major; and the number per point."""
         prompts = [Prompt(points=p[None], labels=np.ones(1, np.int64)) for p in points]
-        if self._multimask is not False:
-            try:
-                with self._timed("decoder"):
-                    predictions = self.segmenter.decode_batch(embedding, prompts, candidates=True)
-                self._multimask = True
-                # candidates: the single-mask output, then the three multimask ones
-                return ([c.logits for p in predictions for c in p.candidates[1:]],
-                        [c.iou for p in predictions for c in p.candidates[1:]], 3)
-            except ConfigError:
-                self._multimask = False
-                self.log(f"automask: segmenter {getattr(self.segmenter, 'name', '?')} gives one mask per point (the best of "
-                         "SAM's three by predicted IoU); the official generator keeps all three (segmenter.name=mobilesam)")
         with self._timed("decoder"):
-            predictions = self.segmenter.decode_batch(embedding, prompts)
+            predictions = self.segmenter.decode_batch(embedding, prompts, candidates=self._multimask)
+        if self._multimask:
+            # candidates: the single-mask output, then the three multimask ones
+            return ([c.logits for p in predictions for c in p.candidates[1:]],
+                    [c.iou for p in predictions for c in p.candidates[1:]], 3)
         return [p.logits for p in predictions], [p.iou for p in predictions], 1
 
     def _batch(self, embedding: ImageEmbedding, points: np.ndarray, box: list[int], size: tuple[int, int]) -> _Candidates:

@@ -44,7 +44,7 @@ class ObjectPrompt:
     prior: np.ndarray | None = None
     previous: np.ndarray | None = None
     flow: "FlowCandidate | None" = None
-    look: "ScoreMap | None" = None  # this frame's appearance scores, for ``multimask=grow``
+    look: "ScoreMap | None" = None
 
 
 @dataclass
@@ -203,9 +203,6 @@ def grow_candidate(prediction: MaskPrediction, look: "ScoreMap", config: DecodeC
             fraction, cells = look.low_res_fraction(mask & ~kept)
             if fraction < config.trim_fraction and cells > most:
                 best, most = option, cells
-    if best is prediction:
-        return prediction
-    best.candidates = prediction.candidates
     return best
 
 

@@ -69,7 +69,7 @@ class FakeSegmenter:
 
     def __init__(self, multimask: bool = True) -> None:
         self.name = "fake-sam" if multimask else "fake-sam-single"
-        self.multimask = multimask
+        self.multimask = self.all_outputs = multimask
         self.encoded: list[tuple[int, int]] = []
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:

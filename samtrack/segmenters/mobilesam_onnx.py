@@ -201,14 +201,12 @@ class MobileSamOnnx(DecodeOneByOne):
             iou, low_res = session.run(feeds)  # all four outputs: [B, 4], [B, 4, h, w]
             upscale = partial(transforms.upscale_logits, input_size=embedding.input_size,
                               original_size=embedding.original_size)
-            chosen = transforms.single_mask_index(iou, valid.sum(axis=1))
             out = []
-            for i, k in enumerate(chosen):
-                options = [UpscaledOnRead(float(iou[i, j]), low_res[i, j], upscale) for j in range(iou.shape[1])]
-                prediction = options[k]
+            for i, k in enumerate(transforms.single_mask_index(iou, valid.sum(axis=1))):
+                prediction = UpscaledOnRead(float(iou[i, k]), low_res[i, k], upscale)
                 if candidates:
-                    prediction = UpscaledOnRead(prediction.iou, prediction.low_res_logits, upscale)
-                    prediction.candidates = options
+                    prediction.candidates = [UpscaledOnRead(float(iou[i, j]), low_res[i, j], upscale)
+                                             for j in range(iou.shape[1])]
                 out.append(prediction)
             return out
         feeds["orig_im_size"] = np.asarray(embedding.original_size, dtype=np.float32)
