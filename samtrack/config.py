@@ -324,6 +324,12 @@ class RedetectConfig:
     # Check each connected piece of the mask on its own and drop only the pieces that fail (a
     # look-alike banner the mask spread onto), instead of the whole mask.
     verify_parts: bool = False
+    # When the tracker kept fewer than min_points of the object's positives, its mask comes
+    # from re-detection; it is shown only if at least hide_fraction of its cells look like the
+    # object, else the object is reported hidden on that frame (an occluder passing in front
+    # takes the points, and the mask lands on it). The loop still goes on from that mask, so
+    # this changes what is reported, never what is tracked (0 = always shown).
+    hide_fraction: float = knob(0.0, ge=0, le=1)
 
 
 @dataclass

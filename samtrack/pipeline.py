@@ -126,6 +126,7 @@ class _Track:
     empty_for: int = 0  # consecutive frames on which the object had no mask
     since_update: int = 0  # frames since its appearance's recent banks were learnt
     score_map: "ScoreMap | None" = None  # this frame's appearance scores (redetect)
+    tracker_lost: bool = False  # on this frame, fewer than redetect.min_points positives tracked
     # Per point, as of the last finished frame (note_seen): frames since it was last visible
     # (0: visible) and where that was.
     lost_for: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -451,12 +452,26 @@ class SamPt:
                     track.last_good_mask = track.mask
         if redetect:
             self._learn_appearance(tracks, learn, scores, encoded)
+            label_map = self._without_hidden(label_map, tracks, given_masks, clicks)
         return FrameResult(
             frame_index=frame_index,
             label_map=source.to_original(label_map),
             points={o: self._points_out(t, source) for o, t in tracks.items()},
             scores=scores,
         )
+
+    def _without_hidden(self, label_map: np.ndarray, tracks: dict[int, _Track], given_masks: dict[int, np.ndarray],
+                        clicks: dict[int, FramePrompt]) -> np.ndarray:
+        """The label map less the objects reported hidden (``redetect.hide_fraction``): their
+        tracker lost them and their re-detected mask does not look enough like them."""
+        least = self.config.redetect.hide_fraction
+        hidden = [obj_id for obj_id, track in tracks.items()
+                  if least and track.tracker_lost and obj_id not in given_masks and obj_id not in clicks
+                  and track.score_map is not None and track.mask.any()
+                  and track.score_map.object_fraction(track.mask)[0] < least]
+        if not hidden:
+            return label_map
+        return np.where(np.isin(label_map, hidden), np.uint8(0), label_map)
 
     def _learn_appearance(self, tracks: dict[int, _Track], learn: set[int], scores: dict[int, float],
                           encoded: Callable[[], ImageEmbedding]) -> None:
@@ -574,6 +589,7 @@ class SamPt:
         cfg = self.config.redetect
         score_map = track.score_map = track.appearance.score(embedding)
         positive = track.visible & (track.labels == 1)
+        track.tracker_lost = positive.sum() < cfg.min_points
         off_object = positive & (score_map.at(track.xy) <= 0)
         track.visible = track.visible & ~off_object
         if cfg.grow_points and track.mask is not None and track.mask.any():

@@ -42,11 +42,11 @@ def test_detail_adds_j_and_f_per_sequence_and_the_best_oracle(tmp_path):
 
 
 def test_the_quality_preset_is_the_measured_variant():
-    """configs/quality.yaml is the q_grow row of the quality ablation, knob for knob."""
+    """configs/quality.yaml is the q_hide row of the quality ablation, knob for knob."""
     from samtrack.config import load_config
     from samtrack.eval.ablation import QUALITY_VARIANTS
 
-    args = next(v.args for v in QUALITY_VARIANTS if v.name == "q_grow")
+    args = next(v.args for v in QUALITY_VARIANTS if v.name == "q_hide")
     assert args[:2] == ("--config", "samtrack")
     overrides = [args[i + 1] for i in range(2, len(args), 2) if args[i] == "--set"]
     assert len(overrides) == (len(args) - 2) // 2
@@ -54,7 +54,7 @@ def test_the_quality_preset_is_the_measured_variant():
     assert load_config("quality") != load_config("samtrack")
 
 
-def test_the_samtrack_preset_is_grow_trim_and_the_rows_before_it_keep_their_meaning():
+def test_the_samtrack_preset_is_hide_and_the_rows_before_it_keep_their_meaning():
     from samtrack.config import load_config
     from samtrack.eval.ablation import QUALITY_VARIANTS
 
@@ -62,9 +62,12 @@ def test_the_samtrack_preset_is_grow_trim_and_the_rows_before_it_keep_their_mean
         args = next(v.args for v in QUALITY_VARIANTS if v.name == name)
         return load_config(args[1], [args[i + 1] for i in range(2, len(args), 2) if args[i] == "--set"])
 
-    assert config("grow_trim") == load_config("samtrack")
-    assert config("grow") == load_config("samtrack", ["decode.trim_fraction=0"])
-    assert config("km_grid400") == load_config("samtrack", ["decode.multimask=off", "decode.trim_fraction=0"])
-    assert config("q_grid_flow427") == load_config("quality", ["decode.multimask=off"])
+    assert config("hide") == load_config("samtrack")
+    assert config("grow_trim") == load_config("samtrack", ["redetect.hide_fraction=0"])
+    assert config("grow") == load_config("samtrack", ["decode.trim_fraction=0", "redetect.hide_fraction=0"])
+    assert config("km_grid400") == load_config("samtrack", ["decode.multimask=off", "decode.trim_fraction=0",
+                                                            "redetect.hide_fraction=0"])
+    assert config("q_grow") == load_config("quality", ["redetect.hide_fraction=0"])
+    assert config("q_grid_flow427") == load_config("quality", ["decode.multimask=off", "redetect.hide_fraction=0"])
     base = config("base")
     assert (base.sampling.kmedoids_subsample, base.sampling.kmedoids_max_pixels) == ("random", 1000)

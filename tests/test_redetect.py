@@ -306,3 +306,35 @@ def test_the_look_is_relearnt_on_schedule_from_trusted_masks_only(iou, fraction,
     for _ in range(4):
         pipeline._update_appearance(track, iou, embedding=None)
     assert len(calls) == (2 if learns else 0)  # on frames 2 and 4
+
+
+@pytest.mark.parametrize("fraction", [0.8, 0.0])
+def test_a_re_detected_mask_that_does_not_look_like_the_object_is_reported_hidden(fraction):
+    config = load_config("samtrack", [f"redetect.hide_fraction={fraction}"])
+    pipeline = SamPt(CellFeatureSegmenter(), StillTracker(), config)
+    score = np.full((H // 16, W // 16), -0.5, np.float32)
+    score[1:3, 0:2] = 0.5  # the object's 2 x 2 cells look like it, nothing else does
+    label_map = np.zeros((H, W), np.uint8)
+    label_map[16:48, 0:64] = 1  # its 4 cells and 4 of background: 50 % object-like
+    label_map[0:16, 96:128] = 2  # another object, never hidden here
+    tracks = {}
+    for obj_id in (1, 2):
+        track = tracks[obj_id] = _Track(obj_id=obj_id, score_map=ScoreMap(score=score, cell=(16.0, 16.0)))
+        track.mask = label_map == obj_id
+        # The tracker kept 2 of object 1's positives (under min_points = 3), all 3 of object 2's.
+        track.xy = np.array([[8.0, 24.0], [24.0, 24.0], [40.0, 40.0]], np.float32)
+        track.labels = np.ones(3, np.int32)
+        track.visible = np.array([obj_id == 2, True, True])
+        track.appearance = type("Look", (), {"score": lambda self, embedding, s=track.score_map: s})()
+        pipeline._check_points(track, grid_embedding(np.zeros((4, 8, 8), np.float32)))
+    assert tracks[1].tracker_lost and not tracks[2].tracker_lost
+    shown = pipeline._without_hidden(label_map, tracks, {}, {})
+    assert (shown == 1).any() == (not fraction)  # hidden with the rule on
+    assert np.array_equal(shown == 2, label_map == 2)
+    assert tracks[1].mask.any()  # the loop goes on from the mask it did not report
+    # A frame the user prompted the object on is never second-guessed.
+    assert np.array_equal(pipeline._without_hidden(label_map, tracks, {}, {1: object()}), label_map)
+    # A mask of the object's own cells is shown.
+    tracks[1].mask = np.zeros((H, W), bool)
+    tracks[1].mask[16:48, 0:32] = True
+    assert (pipeline._without_hidden(np.where(tracks[1].mask, 1, label_map).astype(np.uint8), tracks, {}, {}) == 1).any()
