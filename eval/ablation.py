@@ -97,7 +97,8 @@ SEGMENTER_VARIANTS = (
 )
 # The samtrack preset as issue 13's rows measured it, before it took km_grid400's K-Medoids
 # subsample and multimask=grow: its rows keep their meaning (and their runs' config fingerprints).
-_OFF = ("--set", "decode.multimask=off", "--set", "decode.trim_fraction=0", "--set", "redetect.hide_fraction=0")
+_OFF = ("--set", "decode.multimask=off", "--set", "decode.trim_fraction=0", "--set", "redetect.hide_fraction=0",
+        "--set", "redetect.relearn_growth=0")
 _SAMTRACK_1000 = ("--config", "samtrack", "--set", "sampling.kmedoids_subsample=random",
                   "--set", "sampling.kmedoids_max_pixels=1000", *_OFF)
 _FLOW = (*_SAMTRACK_1000, "--set", "flow.enabled=true")
@@ -174,13 +175,19 @@ _LOOP_VARIANTS = (
             "(decode.trim_fraction=0.3): the samtrack preset before hide", (*_GROW, "--set", "decode.trim_fraction=0.3")),
     Variant("q_grow_trim", "q_grow + decode.trim_fraction=0.3", (*_Q_GROW, "--set", "decode.trim_fraction=0.3")),
     Variant("hide", "grow_trim + an object whose tracker kept under 3 positives is reported hidden unless 80% of "
-            "its mask's cells look like it (redetect.hide_fraction=0.8): the samtrack preset now",
+            "its mask's cells look like it (redetect.hide_fraction=0.8): the samtrack preset before relearn4",
             (*_GROW, "--set", "decode.trim_fraction=0.3", "--set", "redetect.hide_fraction=0.8")),
     Variant("q_hide", "q_grow + redetect.hide_fraction=0.8", (*_Q_GROW, "--set", "redetect.hide_fraction=0.8")),
+    Variant("relearn4", "hide + the object's look learnt again each time its mask covers 4x the area it had when "
+            "last learnt (redetect.relearn_growth=4): the samtrack preset now",
+            (*_GROW, "--set", "decode.trim_fraction=0.3", "--set", "redetect.hide_fraction=0.8",
+             "--set", "redetect.relearn_growth=4")),
+    Variant("q_relearn4", "q_hide + redetect.relearn_growth=4",
+            (*_Q_GROW, "--set", "redetect.hide_fraction=0.8", "--set", "redetect.relearn_growth=4")),
 )
 # Rows also run at sampling seeds 1 and 2 (the loop's run-to-run spread).
 _SEEDED = ("base", "c_mi_look_p16", "c_upd", "km_grid400", "km_grid600", "q_grid_flow427", "holes2", "q_holes2", "grow",
-           "q_grow", "grow_trim", "q_grow_trim", "hide", "q_hide")
+           "q_grow", "grow_trim", "q_grow_trim", "hide", "q_hide", "relearn4", "q_relearn4")
 QUALITY_VARIANTS = (
     *_LOOP_VARIANTS,
     *(Variant(f"{v.name}_seed{seed}", f"{v.name} with sampling seed {seed}", (*v.args, "--set", f"sampling.seed={seed}"))

@@ -126,6 +126,7 @@ class _Track:
     empty_for: int = 0  # consecutive frames on which the object had no mask
     since_update: int = 0  # frames since its appearance's recent banks were learnt
     score_map: "ScoreMap | None" = None  # this frame's appearance scores (redetect)
+    learnt_area: int = 0  # its mask's area when its look was last learnt
     tracker_lost: bool = False  # on this frame, fewer than redetect.min_points positives tracked
     # Per point, as of the last finished frame (note_seen): frames since it was last visible
     # (0: visible) and where that was.
@@ -487,6 +488,7 @@ class SamPt:
                     model = AppearanceModel(embedding, track.mask, self.config.redetect, rng)
                     track.appearance = model if model.usable else None
                     track.since_update = 0
+                    track.learnt_area = int(np.count_nonzero(track.mask))
                 else:
                     self._update_appearance(track, scores.get(obj_id), embedding)
 
@@ -495,13 +497,17 @@ class SamPt:
         and the mask is trusted (``redetect.update_*``)."""
         cfg = self.config.redetect
         track.since_update += 1
-        if not cfg.update_every or track.since_update < cfg.update_every or iou is None or iou < cfg.update_min_iou:
+        area = int(np.count_nonzero(track.mask)) if cfg.relearn_growth else 0
+        grown = bool(cfg.relearn_growth) and area >= cfg.relearn_growth * track.learnt_area
+        scheduled = bool(cfg.update_every) and track.since_update >= cfg.update_every
+        if not (grown or scheduled) or iou is None or iou < cfg.update_min_iou:
             return
         if track.score_map is None or track.score_map.object_fraction(track.mask)[0] < cfg.update_min_fraction:
             return
         rng = np.random.default_rng(self.config.sampling.seed + track.since_update)
         track.appearance.update(embedding, track.mask, rng)
         track.since_update = 0
+        track.learnt_area = area or int(np.count_nonzero(track.mask))
 
     def _accept(self, track: _Track, prediction: MaskPrediction, guard: bool, embedding: ImageEmbedding) -> np.ndarray:
         """The object's logits for the merge: the prediction's, less the pieces that do not look

@@ -54,7 +54,7 @@ def test_the_quality_preset_is_the_measured_variant():
     assert load_config("quality") != load_config("samtrack")
 
 
-def test_the_samtrack_preset_is_hide_and_the_rows_before_it_keep_their_meaning():
+def test_the_samtrack_preset_is_relearn4_and_the_rows_before_it_keep_their_meaning():
     from samtrack.config import load_config
     from samtrack.eval.ablation import QUALITY_VARIANTS
 
@@ -62,11 +62,13 @@ def test_the_samtrack_preset_is_hide_and_the_rows_before_it_keep_their_meaning()
         args = next(v.args for v in QUALITY_VARIANTS if v.name == name)
         return load_config(args[1], [args[i + 1] for i in range(2, len(args), 2) if args[i] == "--set"])
 
-    assert config("hide") == load_config("samtrack")
-    assert config("grow_trim") == load_config("samtrack", ["redetect.hide_fraction=0"])
-    assert config("grow") == load_config("samtrack", ["decode.trim_fraction=0", "redetect.hide_fraction=0"])
+    assert config("relearn4") == load_config("samtrack")
+    assert config("hide") == load_config("samtrack", ["redetect.relearn_growth=0"])
+    assert config("grow_trim") == load_config("samtrack", ["redetect.hide_fraction=0", "redetect.relearn_growth=0"])
+    assert config("grow") == load_config("samtrack", ["decode.trim_fraction=0", "redetect.hide_fraction=0",
+                                                      "redetect.relearn_growth=0"])
     assert config("km_grid400") == load_config("samtrack", ["decode.multimask=off", "decode.trim_fraction=0",
-                                                            "redetect.hide_fraction=0"])
+                                                            "redetect.hide_fraction=0", "redetect.relearn_growth=0"])
     assert config("q_grow") == load_config("quality", ["redetect.hide_fraction=0"])
     assert config("q_grid_flow427") == load_config("quality", ["decode.multimask=off", "redetect.hide_fraction=0"])
     base = config("base")

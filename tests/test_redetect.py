@@ -308,6 +308,28 @@ def test_the_look_is_relearnt_on_schedule_from_trusted_masks_only(iou, fraction,
     assert len(calls) == (2 if learns else 0)  # on frames 2 and 4
 
 
+@pytest.mark.parametrize("growth", [4.0, 0.0])
+def test_the_look_is_relearnt_when_the_object_has_grown(growth):
+    """An object first seen small: its look is learnt again each time its mask covers `growth`
+    times the area of the last learning, from trusted masks only."""
+    config = load_config("samtrack", [f"redetect.relearn_growth={growth}", "redetect.update_min_iou=0.85"])
+    pipeline = SamPt(CellFeatureSegmenter(), StillTracker(), config)
+    calls = []
+
+    class Appearance:
+        def update(self, embedding, mask, rng):
+            calls.append(int(mask.sum()))
+
+    track = _Track(obj_id=1, appearance=Appearance(), learnt_area=256)
+    track.score_map = ScoreMap(score=np.full((H // 16, W // 16), 0.5, np.float32), cell=(16.0, 16.0))
+    for side, iou in [(16, 0.9), (31, 0.9), (32, 0.6), (32, 0.9), (48, 0.9), (64, 0.9)]:
+        track.mask = np.zeros((H, W), bool)
+        track.mask[:side, :side] = True  # 256, 961, 1024 (untrusted), 1024, 2304, 4096 px
+        pipeline._update_appearance(track, iou, embedding=None)
+    # 1024 = 4 x 256 (the second time it is trusted), then 4096 = 4 x 1024; never with the knob off.
+    assert calls == ([1024, 4096] if growth else [])
+
+
 @pytest.mark.parametrize("fraction", [0.8, 0.0])
 def test_a_re_detected_mask_that_does_not_look_like_the_object_is_reported_hidden(fraction):
     config = load_config("samtrack", [f"redetect.hide_fraction={fraction}"])
