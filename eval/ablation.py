@@ -182,12 +182,15 @@ _LOOP_VARIANTS = (
             "last learnt (redetect.relearn_growth=4): the samtrack preset now",
             (*_GROW, "--set", "decode.trim_fraction=0.3", "--set", "redetect.hide_fraction=0.8",
              "--set", "redetect.relearn_growth=4")),
+    Variant("relearn2", "relearn4 at 2x (redetect.relearn_growth=2)",
+            (*_GROW, "--set", "decode.trim_fraction=0.3", "--set", "redetect.hide_fraction=0.8",
+             "--set", "redetect.relearn_growth=2")),
     Variant("q_relearn4", "q_hide + redetect.relearn_growth=4",
             (*_Q_GROW, "--set", "redetect.hide_fraction=0.8", "--set", "redetect.relearn_growth=4")),
 )
 # Rows also run at sampling seeds 1 and 2 (the loop's run-to-run spread).
 _SEEDED = ("base", "c_mi_look_p16", "c_upd", "km_grid400", "km_grid600", "q_grid_flow427", "holes2", "q_holes2", "grow",
-           "q_grow", "grow_trim", "q_grow_trim", "hide", "q_hide", "relearn4", "q_relearn4")
+           "q_grow", "grow_trim", "q_grow_trim", "hide", "q_hide", "relearn4", "q_relearn4", "relearn2")
 QUALITY_VARIANTS = (
     *_LOOP_VARIANTS,
     *(Variant(f"{v.name}_seed{seed}", f"{v.name} with sampling seed {seed}", (*v.args, "--set", f"sampling.seed={seed}"))
