@@ -494,7 +494,8 @@ class SamPt:
 
     def _update_appearance(self, track: _Track, iou: float | None, embedding: ImageEmbedding) -> None:
         """Learn the object's recent look from its mask on this frame when the schedule says so
-        and the mask is trusted (``redetect.update_*``)."""
+        (``redetect.update_every``) or the object has grown (``redetect.relearn_growth``), and the
+        mask is trusted (``redetect.update_min_*``)."""
         cfg = self.config.redetect
         track.since_update += 1
         area = int(np.count_nonzero(track.mask)) if cfg.relearn_growth else 0
