@@ -112,6 +112,7 @@ _C1PASS = (*_NEW, "--set", "flow.longest_side=427", "--set", "decode.use_negativ
 _GRID = ("--set", "sampling.kmedoids_subsample=grid", "--set", "sampling.kmedoids_max_pixels=400")
 _GROW = (*_SAMTRACK_1000, *_GRID, "--set", "decode.multimask=grow")
 _Q_GROW = (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427", "--set", "decode.multimask=grow")
+_HIDE = (*_GROW, "--set", "decode.trim_fraction=0.3", "--set", "redetect.hide_fraction=0.8")
 _LOOP_VARIANTS = (
     Variant("base", "samtrack preset as issue 13 found it (K-Medoids on 1000 random pixels): MobileSAM ONNX unpadded, "
             "OpenVINO", _SAMTRACK_1000),
@@ -176,15 +177,13 @@ _LOOP_VARIANTS = (
     Variant("q_grow_trim", "q_grow + decode.trim_fraction=0.3", (*_Q_GROW, "--set", "decode.trim_fraction=0.3")),
     Variant("hide", "grow_trim + an object whose tracker kept under 3 positives is reported hidden unless 80% of "
             "its mask's cells look like it (redetect.hide_fraction=0.8): the samtrack preset before relearn4",
-            (*_GROW, "--set", "decode.trim_fraction=0.3", "--set", "redetect.hide_fraction=0.8")),
+            _HIDE),
     Variant("q_hide", "q_grow + redetect.hide_fraction=0.8", (*_Q_GROW, "--set", "redetect.hide_fraction=0.8")),
     Variant("relearn4", "hide + the object's look learnt again each time its mask covers 4x the area it had when "
             "last learnt (redetect.relearn_growth=4): the samtrack preset now",
-            (*_GROW, "--set", "decode.trim_fraction=0.3", "--set", "redetect.hide_fraction=0.8",
-             "--set", "redetect.relearn_growth=4")),
+            (*_HIDE, "--set", "redetect.relearn_growth=4")),
     Variant("relearn2", "relearn4 at 2x (redetect.relearn_growth=2)",
-            (*_GROW, "--set", "decode.trim_fraction=0.3", "--set", "redetect.hide_fraction=0.8",
-             "--set", "redetect.relearn_growth=2")),
+            (*_HIDE, "--set", "redetect.relearn_growth=2")),
     Variant("q_relearn4", "q_hide + redetect.relearn_growth=4",
             (*_Q_GROW, "--set", "redetect.hide_fraction=0.8", "--set", "redetect.relearn_growth=4")),
 )

@@ -299,9 +299,10 @@ class RedetectConfig:
     update_min_iou: float = knob(0.85, ge=0, le=1)
     update_min_fraction: float = knob(0.5, ge=0, le=1)
     # When the object's mask covers relearn_growth times the area it had when its look was last
-    # learnt, the recent banks are learnt from it (same trust gates; 0 = never): an object first
-    # seen small and far (a motorbike coming closer) shows parts its first frame's few cells
-    # never had, and without this they look like background and are dropped.
+    # learnt, the recent banks are learnt from it (same trust gates; 0 = never, under 1 = every
+    # trusted frame): an object first seen small and far (a motorbike coming closer) shows parts
+    # its first frame's few cells never had, and without this they look like background and are
+    # dropped.
     relearn_growth: float = knob(0.0, ge=0, le=1000)
     # With fewer positive points on object-like cells than this, new points are added...
     min_points: int = knob(3, ge=0, le=1000)

@@ -466,8 +466,10 @@ class SamPt:
         """The label map less the objects reported hidden (``redetect.hide_fraction``): their
         tracker lost them and their re-detected mask does not look enough like them."""
         least = self.config.redetect.hide_fraction
+        if not least:
+            return label_map
         hidden = [obj_id for obj_id, track in tracks.items()
-                  if least and track.tracker_lost and obj_id not in given_masks and obj_id not in clicks
+                  if track.tracker_lost and obj_id not in given_masks and obj_id not in clicks
                   and track.score_map is not None and track.mask.any()
                   and track.score_map.object_fraction(track.mask)[0] < least]
         if not hidden:
@@ -498,7 +500,7 @@ class SamPt:
         mask is trusted (``redetect.update_min_*``)."""
         cfg = self.config.redetect
         track.since_update += 1
-        area = int(np.count_nonzero(track.mask)) if cfg.relearn_growth else 0
+        area = int(np.count_nonzero(track.mask))
         grown = bool(cfg.relearn_growth) and area >= cfg.relearn_growth * track.learnt_area
         scheduled = bool(cfg.update_every) and track.since_update >= cfg.update_every
         if not (grown or scheduled) or iou is None or iou < cfg.update_min_iou:
@@ -508,7 +510,7 @@ class SamPt:
         rng = np.random.default_rng(self.config.sampling.seed + track.since_update)
         track.appearance.update(embedding, track.mask, rng)
         track.since_update = 0
-        track.learnt_area = area or int(np.count_nonzero(track.mask))
+        track.learnt_area = area
 
     def _accept(self, track: _Track, prediction: MaskPrediction, guard: bool, embedding: ImageEmbedding) -> np.ndarray:
         """The object's logits for the merge: the prediction's, less the pieces that do not look
