@@ -98,7 +98,7 @@ SEGMENTER_VARIANTS = (
 # The samtrack preset as issue 13's rows measured it, before it took km_grid400's K-Medoids
 # subsample and multimask=grow: its rows keep their meaning (and their runs' config fingerprints).
 _OFF = ("--set", "decode.multimask=off", "--set", "decode.trim_fraction=0", "--set", "redetect.hide_fraction=0",
-        "--set", "redetect.relearn_growth=0")
+        "--set", "redetect.relearn_growth=0", "--set", "redetect.collapse_fraction=0")
 _SAMTRACK_1000 = ("--config", "samtrack", "--set", "sampling.kmedoids_subsample=random",
                   "--set", "sampling.kmedoids_max_pixels=1000", *_OFF)
 _FLOW = (*_SAMTRACK_1000, "--set", "flow.enabled=true")
@@ -180,8 +180,13 @@ _LOOP_VARIANTS = (
             _HIDE),
     Variant("q_hide", "q_grow + redetect.hide_fraction=0.8", (*_Q_GROW, "--set", "redetect.hide_fraction=0.8")),
     Variant("relearn4", "hide + the object's look learnt again each time its mask covers 4x the area it had when "
-            "last learnt (redetect.relearn_growth=4): the samtrack preset now",
+            "last learnt (redetect.relearn_growth=4): the samtrack preset before collapse",
             (*_HIDE, "--set", "redetect.relearn_growth=4")),
+    Variant("collapse", "relearn4 + a mask under 20% of the one re-detection searches around leaves the search where "
+            "it was, for up to 2 such masks in a row (redetect.collapse_fraction=0.2): the samtrack preset now",
+            (*_HIDE, "--set", "redetect.relearn_growth=4", "--set", "redetect.collapse_fraction=0.2")),
+    Variant("q_collapse", "q_hide + redetect.collapse_fraction=0.2",
+            (*_Q_GROW, "--set", "redetect.hide_fraction=0.8", "--set", "redetect.collapse_fraction=0.2")),
     Variant("relearn2", "relearn4 at 2x (redetect.relearn_growth=2)",
             (*_HIDE, "--set", "redetect.relearn_growth=2")),
     Variant("q_relearn4", "q_hide + redetect.relearn_growth=4",
@@ -189,7 +194,8 @@ _LOOP_VARIANTS = (
 )
 # Rows also run at sampling seeds 1 and 2 (the loop's run-to-run spread).
 _SEEDED = ("base", "c_mi_look_p16", "c_upd", "km_grid400", "km_grid600", "q_grid_flow427", "holes2", "q_holes2", "grow",
-           "q_grow", "grow_trim", "q_grow_trim", "hide", "q_hide", "relearn4", "q_relearn4", "relearn2")
+           "q_grow", "grow_trim", "q_grow_trim", "hide", "q_hide", "relearn4", "q_relearn4", "relearn2",
+           "collapse", "q_collapse")
 QUALITY_VARIANTS = (
     *_LOOP_VARIANTS,
     *(Variant(f"{v.name}_seed{seed}", f"{v.name} with sampling seed {seed}", (*v.args, "--set", f"sampling.seed={seed}"))

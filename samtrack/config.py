@@ -313,6 +313,13 @@ class RedetectConfig:
     # ...plus this many px per frame the object has been empty: the longer it is gone (left the
     # frame, hidden), the further from where it was last seen it may come back.
     search_growth: float = knob(0.0, ge=0)
+    # A mask under collapse_fraction of the area of the mask the search is centred on is a
+    # collapse (the object opened its wings, blurred, and SAM kept a fragment, often at its
+    # edge), not where the object is: the search stays centred on the mask before, for up to
+    # collapse_frames such masks in a row (after that the small mask is taken as the object's
+    # new size: it left the frame, it went far away). 0 = every mask moves the search.
+    collapse_fraction: float = knob(0.0, ge=0, le=1)
+    collapse_frames: int = knob(2, ge=0, le=100_000)
     # Positives added at the most object-like cells just outside the last mask (a part the mask
     # lost), scoring above grow_margin; 0 = none.
     grow_points: int = knob(0, ge=0, le=1000)

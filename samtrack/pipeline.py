@@ -128,6 +128,8 @@ class _Track:
     score_map: "ScoreMap | None" = None  # this frame's appearance scores (redetect)
     learnt_area: int = 0  # its mask's area when its look was last learnt
     tracker_lost: bool = False  # on this frame, fewer than redetect.min_points positives tracked
+    search_mask: np.ndarray | None = None  # where re-detection searches around (redetect.collapse_*)
+    collapsed_for: int = 0  # consecutive masks passed over as collapses
     # Per point, as of the last finished frame (note_seen): frames since it was last visible
     # (0: visible) and where that was.
     lost_for: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -451,6 +453,7 @@ class SamPt:
                 else:
                     track.empty_for = 0
                     track.last_good_mask = track.mask
+                    self._move_search(track, prompted=obj_id in given_masks or obj_id in clicks)
         if redetect:
             self._learn_appearance(tracks, learn, scores, encoded)
             label_map = self._without_hidden(label_map, tracks, given_masks, clicks)
@@ -460,6 +463,18 @@ class SamPt:
             points={o: self._points_out(t, source) for o, t in tracks.items()},
             scores=scores,
         )
+
+    def _move_search(self, track: _Track, prompted: bool) -> None:
+        """Centre the re-detection search on the object's new mask, unless the mask collapsed
+        to a fragment of the one searched around (``redetect.collapse_*``)."""
+        cfg = self.config.redetect
+        collapsed = (not prompted and track.search_mask is not None and track.collapsed_for < cfg.collapse_frames
+                     and np.count_nonzero(track.mask) < cfg.collapse_fraction * np.count_nonzero(track.search_mask))
+        if collapsed:
+            track.collapsed_for += 1
+        else:
+            track.search_mask = track.mask
+            track.collapsed_for = 0
 
     def _without_hidden(self, label_map: np.ndarray, tracks: dict[int, _Track], given_masks: dict[int, np.ndarray],
                         clicks: dict[int, FramePrompt]) -> np.ndarray:
@@ -606,9 +621,9 @@ class SamPt:
             self._add_positives(track, score_map.best_around(track.mask, reach, cfg.grow_points, cfg.grow_margin))
         if cfg.shrink_points and track.mask is not None and track.mask.any():
             self._add_positives(track, score_map.worst_inside(track.mask, cfg.shrink_points, cfg.shrink_margin), label=0)
-        if (positive & ~off_object).sum() >= cfg.min_points or track.last_good_mask is None:
+        if (positive & ~off_object).sum() >= cfg.min_points or track.search_mask is None:
             return
-        ys, xs = np.nonzero(track.last_good_mask)
+        ys, xs = np.nonzero(track.search_mask)
         centre = np.array([xs.mean(), ys.mean()], np.float32)
         radius = cfg.search_radius * np.sqrt(len(xs)) + 50.0 + cfg.search_growth * track.empty_for
         self._add_positives(track, score_map.best_near(centre, radius, cfg.add_points))

@@ -360,3 +360,31 @@ def test_a_re_detected_mask_that_does_not_look_like_the_object_is_reported_hidde
     tracks[1].mask = np.zeros((H, W), bool)
     tracks[1].mask[16:48, 0:32] = True
     assert (pipeline._without_hidden(np.where(tracks[1].mask, 1, label_map).astype(np.uint8), tracks, {}, {}) == 1).any()
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.0])
+def test_a_mask_that_collapses_to_a_fragment_leaves_the_search_where_it_was(fraction):
+    """A mask under `collapse_fraction` of the one searched around does not move the search, for
+    up to `collapse_frames` masks in a row; a mask the user prompted always does."""
+    config = load_config("samtrack", [f"redetect.collapse_fraction={fraction}", "redetect.collapse_frames=2"])
+    pipeline = SamPt(CellFeatureSegmenter(), StillTracker(), config)
+
+    def square(x: int, side: int) -> np.ndarray:
+        mask = np.zeros((H, W), bool)
+        mask[:side, x:x + side] = True
+        return mask
+
+    whole, half, fragment = square(0, 40), square(0, 29), square(100, 8)  # 1600, 841, 64 px
+    track = _Track(obj_id=1, mask=whole)
+    pipeline._move_search(track, prompted=False)
+    searched = []
+    for mask in (fragment, fragment, fragment):
+        track.mask = mask
+        pipeline._move_search(track, prompted=False)
+        searched.append(track.search_mask is whole)
+    # The third fragment in a row is the object's new size (it left the frame, went far).
+    assert searched == ([True, True, False] if fraction else [False, False, False])
+    for mask, prompted, expected in ((whole, False, whole), (half, False, half), (fragment, True, fragment)):
+        track.mask = mask
+        pipeline._move_search(track, prompted=prompted)
+        assert track.search_mask is expected
