@@ -98,7 +98,8 @@ SEGMENTER_VARIANTS = (
 # The samtrack preset as issue 13's rows measured it, before it took km_grid400's K-Medoids
 # subsample and multimask=grow: its rows keep their meaning (and their runs' config fingerprints).
 _OFF = ("--set", "decode.multimask=off", "--set", "decode.trim_fraction=0", "--set", "redetect.hide_fraction=0",
-        "--set", "redetect.relearn_growth=0", "--set", "redetect.collapse_fraction=0")
+        "--set", "redetect.relearn_growth=0", "--set", "redetect.collapse_fraction=0",
+        "--set", "redetect.piece_ratio=0")
 _SAMTRACK_1000 = ("--config", "samtrack", "--set", "sampling.kmedoids_subsample=random",
                   "--set", "sampling.kmedoids_max_pixels=1000", *_OFF)
 _FLOW = (*_SAMTRACK_1000, "--set", "flow.enabled=true")
@@ -113,6 +114,8 @@ _GRID = ("--set", "sampling.kmedoids_subsample=grid", "--set", "sampling.kmedoid
 _GROW = (*_SAMTRACK_1000, *_GRID, "--set", "decode.multimask=grow")
 _Q_GROW = (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427", "--set", "decode.multimask=grow")
 _HIDE = (*_GROW, "--set", "decode.trim_fraction=0.3", "--set", "redetect.hide_fraction=0.8")
+_COLLAPSE = (*_HIDE, "--set", "redetect.relearn_growth=4", "--set", "redetect.collapse_fraction=0.2")
+_Q_COLLAPSE = (*_Q_GROW, "--set", "redetect.hide_fraction=0.8", "--set", "redetect.collapse_fraction=0.2")
 _LOOP_VARIANTS = (
     Variant("base", "samtrack preset as issue 13 found it (K-Medoids on 1000 random pixels): MobileSAM ONNX unpadded, "
             "OpenVINO", _SAMTRACK_1000),
@@ -183,10 +186,13 @@ _LOOP_VARIANTS = (
             "last learnt (redetect.relearn_growth=4): the samtrack preset before collapse",
             (*_HIDE, "--set", "redetect.relearn_growth=4")),
     Variant("collapse", "relearn4 + a mask under 20% of the one re-detection searches around leaves the search where "
-            "it was, for up to 2 such masks in a row (redetect.collapse_fraction=0.2): the samtrack preset now",
-            (*_HIDE, "--set", "redetect.relearn_growth=4", "--set", "redetect.collapse_fraction=0.2")),
-    Variant("q_collapse", "q_hide + redetect.collapse_fraction=0.2",
-            (*_Q_GROW, "--set", "redetect.hide_fraction=0.8", "--set", "redetect.collapse_fraction=0.2")),
+            "it was, for up to 2 such masks in a row (redetect.collapse_fraction=0.2): the samtrack preset before pieces",
+            _COLLAPSE),
+    Variant("q_collapse", "q_hide + redetect.collapse_fraction=0.2: the quality preset now", _Q_COLLAPSE),
+    Variant("pieces", "collapse + a piece of the mask far from its most object-like piece and under half as "
+            "object-like is dropped (redetect.piece_ratio=0.5): the samtrack preset now",
+            (*_COLLAPSE, "--set", "redetect.piece_ratio=0.5")),
+    Variant("q_pieces", "q_collapse + redetect.piece_ratio=0.5", (*_Q_COLLAPSE, "--set", "redetect.piece_ratio=0.5")),
     Variant("relearn2", "relearn4 at 2x (redetect.relearn_growth=2)",
             (*_HIDE, "--set", "redetect.relearn_growth=2")),
     Variant("q_relearn4", "q_hide + redetect.relearn_growth=4",
@@ -195,7 +201,7 @@ _LOOP_VARIANTS = (
 # Rows also run at sampling seeds 1 and 2 (the loop's run-to-run spread).
 _SEEDED = ("base", "c_mi_look_p16", "c_upd", "km_grid400", "km_grid600", "q_grid_flow427", "holes2", "q_holes2", "grow",
            "q_grow", "grow_trim", "q_grow_trim", "hide", "q_hide", "relearn4", "q_relearn4", "relearn2",
-           "collapse", "q_collapse")
+           "collapse", "q_collapse", "pieces", "q_pieces")
 QUALITY_VARIANTS = (
     *_LOOP_VARIANTS,
     *(Variant(f"{v.name}_seed{seed}", f"{v.name} with sampling seed {seed}", (*v.args, "--set", f"sampling.seed={seed}"))

@@ -313,9 +313,9 @@ class RedetectConfig:
     # ...plus this many px per frame the object has been empty: the longer it is gone (left the
     # frame, hidden), the further from where it was last seen it may come back.
     search_growth: float = knob(0.0, ge=0)
-    # A mask under collapse_fraction of the area of the mask the search is centred on is a
-    # collapse (the object opened its wings, blurred, and SAM kept a fragment, often at its
-    # edge), not where the object is: the search stays centred on the mask before, for up to
+    # A mask under collapse_fraction of the area of the mask the search is centred on, whose
+    # cells score 0 or less on average, is a collapse (the object opened its wings, blurred, and
+    # SAM kept a fragment, often at its edge), not where the object is: the search stays centred on the mask before, for up to
     # collapse_frames such masks in a row (after that the small mask is taken as the object's
     # new size: it left the frame, it went far away). 0 = every mask moves the search.
     collapse_fraction: float = knob(0.0, ge=0, le=1)
@@ -337,6 +337,16 @@ class RedetectConfig:
     # Check each connected piece of the mask on its own and drop only the pieces that fail (a
     # look-alike banner the mask spread onto), instead of the whole mask.
     verify_parts: bool = False
+    # Of a mask's connected pieces of at least piece_cells cells, the one whose cells look most
+    # like the object (mean score, at least piece_min_score) is taken as the object; a piece
+    # more than piece_gap x sqrt(that piece's area) px from it whose mean score is under
+    # piece_ratio x the object's is a look-alike the points spread to (an advertising board
+    # in the rider's colours) and is dropped. A piece close by is kept: an object cut in two by
+    # an occluder (a dog behind a bar) has a half that looks less like it. 0 = off.
+    piece_ratio: float = knob(0.0, ge=0, le=1)
+    piece_min_score: float = knob(0.08, ge=0)
+    piece_gap: float = knob(0.25, ge=0)
+    piece_cells: int = knob(8, ge=1, le=1_000_000)
     # When the tracker kept fewer than min_points of the object's positives, its mask comes
     # from re-detection; it is shown only if at least hide_fraction of its cells look like the
     # object, else the object is reported hidden on that frame (an occluder passing in front

@@ -466,10 +466,13 @@ class SamPt:
 
     def _move_search(self, track: _Track, prompted: bool) -> None:
         """Centre the re-detection search on the object's new mask, unless the mask collapsed
-        to a fragment of the one searched around (``redetect.collapse_*``)."""
+        to a fragment of the one searched around that does not look like the object
+        (``redetect.collapse_*``)."""
         cfg = self.config.redetect
         collapsed = (not prompted and track.search_mask is not None and track.collapsed_for < cfg.collapse_frames
-                     and np.count_nonzero(track.mask) < cfg.collapse_fraction * np.count_nonzero(track.search_mask))
+                     and np.count_nonzero(track.mask) < cfg.collapse_fraction * np.count_nonzero(track.search_mask)
+                     # An object that shrinks for real (going behind someone) still looks like itself.
+                     and track.score_map is not None and track.score_map.mean_inside(track.mask) <= 0)
         if collapsed:
             track.collapsed_for += 1
         else:
@@ -533,7 +536,7 @@ class SamPt:
         object's last accepted mask moved with its points."""
         logits, low_res = prediction.logits, prediction.low_res_logits
         if guard:
-            dropped = self._not_like_object(track, prediction.mask)
+            dropped = _either(self._not_like_object(track, prediction.mask), self._look_alike_pieces(track, prediction.mask))
             if dropped is not None:
                 if not (prediction.mask & ~dropped).any():
                     return _as_logits(np.zeros_like(prediction.mask))
@@ -573,6 +576,30 @@ class SamPt:
             fraction, cells = track.score_map.object_fraction(labels == piece)
             dropped[piece] = cells >= cfg.verify_cells and fraction < cfg.verify_fraction
         return dropped[labels] if dropped.any() else None
+
+    def _look_alike_pieces(self, track: _Track, mask: np.ndarray) -> np.ndarray | None:
+        """The pieces of a predicted mask that are far from the piece that looks most like the
+        object and look much less like it (``redetect.piece_*``); None when nothing is dropped."""
+        cfg = self.config.redetect
+        if not cfg.piece_ratio or track.score_map is None or not mask.any():
+            return None
+        look = track.score_map
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+        least = cfg.piece_cells * look.cell[0] * look.cell[1]
+        pieces = [piece for piece in range(1, count) if stats[piece, cv2.CC_STAT_AREA] >= least]
+        if len(pieces) < 2:
+            return None
+        scores = {piece: look.mean_inside(labels == piece) for piece in pieces}
+        best = max(scores, key=scores.get)
+        if scores[best] < cfg.piece_min_score:
+            return None  # no piece looks enough like the object to judge the others by
+        weaker = [piece for piece in pieces if scores[piece] < cfg.piece_ratio * scores[best]]
+        if not weaker:
+            return None
+        distance = cv2.distanceTransform((labels != best).view(np.uint8), cv2.DIST_L2, 3)
+        gap = cfg.piece_gap * np.sqrt(stats[best, cv2.CC_STAT_AREA])
+        far = [piece for piece in weaker if distance[labels == piece].min() > gap]
+        return np.isin(labels, far) if far else None
 
     def _flow_overgrown(self, track: _Track, logits: np.ndarray) -> bool:
         """Whether a predicted mask is over ``flow.max_growth`` times the previous mask moved by
@@ -676,6 +703,13 @@ def merge_logits(logits: dict[int, np.ndarray], size: tuple[int, int], floor: fl
     foreground = np.take_along_axis(stack, best[None], axis=0)[0] > floor
     label_map[foreground] = ids[best[foreground]]
     return label_map
+
+
+def _either(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """The union of two optional masks."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a | b
 
 
 def _as_logits(mask: np.ndarray) -> np.ndarray:

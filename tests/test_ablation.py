@@ -42,11 +42,11 @@ def test_detail_adds_j_and_f_per_sequence_and_the_best_oracle(tmp_path):
 
 
 def test_the_quality_preset_is_the_measured_variant():
-    """configs/quality.yaml is the q_hide row of the quality ablation, knob for knob."""
+    """configs/quality.yaml is the q_collapse row of the quality ablation, knob for knob."""
     from samtrack.config import load_config
     from samtrack.eval.ablation import QUALITY_VARIANTS
 
-    args = next(v.args for v in QUALITY_VARIANTS if v.name == "q_hide")
+    args = next(v.args for v in QUALITY_VARIANTS if v.name == "q_collapse")
     assert args[:2] == ("--config", "samtrack")
     overrides = [args[i + 1] for i in range(2, len(args), 2) if args[i] == "--set"]
     assert len(overrides) == (len(args) - 2) // 2
@@ -54,7 +54,7 @@ def test_the_quality_preset_is_the_measured_variant():
     assert load_config("quality") != load_config("samtrack")
 
 
-def test_the_samtrack_preset_is_relearn4_and_the_rows_before_it_keep_their_meaning():
+def test_the_samtrack_preset_is_pieces_and_the_rows_before_it_keep_their_meaning():
     from samtrack.config import load_config
     from samtrack.eval.ablation import QUALITY_VARIANTS
 
@@ -62,14 +62,19 @@ def test_the_samtrack_preset_is_relearn4_and_the_rows_before_it_keep_their_meani
         args = next(v.args for v in QUALITY_VARIANTS if v.name == name)
         return load_config(args[1], [args[i + 1] for i in range(2, len(args), 2) if args[i] == "--set"])
 
-    assert config("relearn4") == load_config("samtrack")
-    assert config("hide") == load_config("samtrack", ["redetect.relearn_growth=0"])
-    assert config("grow_trim") == load_config("samtrack", ["redetect.hide_fraction=0", "redetect.relearn_growth=0"])
+    assert config("pieces") == load_config("samtrack")
+    assert config("collapse") == load_config("samtrack", ["redetect.piece_ratio=0"])
+    new = ["redetect.collapse_fraction=0", "redetect.piece_ratio=0"]
+    assert config("relearn4") == load_config("samtrack", new)
+    assert config("hide") == load_config("samtrack", ["redetect.relearn_growth=0", *new])
+    assert config("grow_trim") == load_config("samtrack", ["redetect.hide_fraction=0", "redetect.relearn_growth=0", *new])
     assert config("grow") == load_config("samtrack", ["decode.trim_fraction=0", "redetect.hide_fraction=0",
-                                                      "redetect.relearn_growth=0"])
+                                                      "redetect.relearn_growth=0", *new])
     assert config("km_grid400") == load_config("samtrack", ["decode.multimask=off", "decode.trim_fraction=0",
-                                                            "redetect.hide_fraction=0", "redetect.relearn_growth=0"])
-    assert config("q_grow") == load_config("quality", ["redetect.hide_fraction=0"])
-    assert config("q_grid_flow427") == load_config("quality", ["decode.multimask=off", "redetect.hide_fraction=0"])
+                                                            "redetect.hide_fraction=0", "redetect.relearn_growth=0", *new])
+    assert config("q_hide") == load_config("quality", ["redetect.collapse_fraction=0"])
+    assert config("q_grow") == load_config("quality", ["redetect.hide_fraction=0", "redetect.collapse_fraction=0"])
+    assert config("q_grid_flow427") == load_config("quality", ["decode.multimask=off", "redetect.hide_fraction=0",
+                                                               "redetect.collapse_fraction=0"])
     base = config("base")
     assert (base.sampling.kmedoids_subsample, base.sampling.kmedoids_max_pixels) == ("random", 1000)

@@ -34,10 +34,12 @@ def default_segmenter(mobilesam_checkpoint):
 
 
 # Label -> (preset, overrides).
-CONFIGS = {"before": ("samtrack", ["decode.multimask=off", "redetect.hide_fraction=0", "redetect.relearn_growth=0"]),
+CONFIGS = {"before": ("samtrack", ["decode.multimask=off", "redetect.hide_fraction=0", "redetect.relearn_growth=0",
+                                   "redetect.collapse_fraction=0", "redetect.piece_ratio=0"]),
            "samtrack": ("samtrack", []), "quality": ("quality", []),
            "shown": ("samtrack", ["redetect.hide_fraction=0"]),
-           "relearn4": ("samtrack", ["redetect.collapse_fraction=0"])}
+           "no_collapse": ("samtrack", ["redetect.collapse_fraction=0"]),
+           "no_pieces": ("samtrack", ["redetect.piece_ratio=0"])}
 
 
 def run_clip(davis16, segmenter, tmp_path, sequence: str, n: int, presets=("before", "quality"),
@@ -83,7 +85,9 @@ def test_clutter_a_small_dog_among_obstacles(davis16, default_segmenter, tmp_pat
     in a bar or loses the dog's back half (measured mean J on frames 1-24, seeds 0 / 1 / 2:
     0.719 / 0.690 / 0.684, worst frames 0.48 / 0.31 / 0.00). The default's grow and trim keep the
     back half (`shown`, the default without hiding: 0.737 / 0.735 / 0.744, worst 0.54 / 0.57 /
-    0.56), `quality` too (0.763 / 0.732 / 0.755, worst 0.60 / 0.52 / 0.60). The default's hiding
+    0.56; since far pieces are dropped, at seed 1 a background piece goes on frame 2 and the mask
+    takes another path: 0.735, worst 0.45 on frame 4), `quality` too (0.763 / 0.732 / 0.755,
+    worst 0.60 / 0.52 / 0.60). The default's hiding
     reports the dog hidden on frame 24 at seed 0, where the tracker kept 2 of its positives
     behind a bar and 65 % of the mask looks like it (J 0.65 -> 0, mean 0.710; DAVIS leaves the
     last frame out, so the sequence's score does not move); no other frame here."""
@@ -91,7 +95,7 @@ def test_clutter_a_small_dog_among_obstacles(davis16, default_segmenter, tmp_pat
     assert scores["before"].mean() < 0.71
     assert scores["shown"].mean() > 0.725 and scores["quality"].mean() > 0.725
     worst = {label: s.min(axis=1).min() for label, s in scores.items()}
-    assert min(worst["shown"], worst["quality"]) > 0.45 > worst["before"], worst
+    assert min(worst["shown"], worst["quality"]) > 0.4 > worst["before"], worst
     hidden = np.argwhere(scores["samtrack"] != scores["shown"])
     assert len(hidden) <= 1 and (scores["samtrack"] <= scores["shown"]).all(), hidden
 
@@ -131,7 +135,24 @@ def test_a_mask_that_collapses_to_a_fragment_does_not_take_the_search_with_it(da
     0.474 / 0.000 / 0.393). With the fragment taken as a collapse (`redetect.collapse_fraction`,
     the default), the search stays on frame 51's mask and finds the duck on frame 53: 0.474 /
     0.345 / 0.393. Seeds 0 and 2 never collapse, and their masks are the same."""
-    scores = run_clip(davis16, default_segmenter, tmp_path, "mallard-fly", 70, ("relearn4", "samtrack"))
-    assert np.array_equal(scores["relearn4"][[0, 2]], scores["samtrack"][[0, 2]])
-    before, now = scores["relearn4"][1, 52:69], scores["samtrack"][1, 52:69]  # frames 53-69
+    scores = run_clip(davis16, default_segmenter, tmp_path, "mallard-fly", 70, ("no_collapse", "samtrack"))
+    assert np.array_equal(scores["no_collapse"][[0, 2]], scores["samtrack"][[0, 2]])
+    before, now = scores["no_collapse"][1, 52:69], scores["samtrack"][1, 52:69]  # frames 53-69
     assert before.max() < 0.05 and now.mean() > 0.25 and (now > 0.2).sum() >= 10, (before, now)
+
+
+def test_a_far_look_alike_piece_is_dropped(davis16, default_segmenter, tmp_path):
+    """bmx-bumps, frames 0-59: the rider leaves the frame on the left (frames 34-44), his points
+    land on the red advertising banner and, at seed 2, on a red and white board; when he comes
+    back (frame 45) the mask holds him and the board, 300 px apart, and the next frame's points,
+    sampled from the whole mask, keep both (measured mean J on frames 46-57, seeds 0 / 1 / 2:
+    0.851 / 0.846 / 0.393). The board's cells look like the rider (80 % object-like) but less so
+    (mean score 0.03-0.07 against his 0.13-0.25): with the far, weaker piece dropped
+    (`redetect.piece_ratio`, the default), 0.851 / 0.783 / 0.848; over frames 1-59 0.500 /
+    0.471 / 0.367 -> 0.500 / 0.481 / 0.483."""
+    scores = run_clip(davis16, default_segmenter, tmp_path, "bmx-bumps", 60, ("no_pieces", "samtrack"))
+    assert np.array_equal(scores["no_pieces"][0], scores["samtrack"][0])
+    board = scores["no_pieces"][:, 45:57].mean(axis=1), scores["samtrack"][:, 45:57].mean(axis=1)  # frames 46-57
+    assert board[0][2] < 0.5 and board[1][2] > 0.75, board
+    assert scores["samtrack"].mean() > scores["no_pieces"].mean() + 0.03, (scores["samtrack"].mean(axis=1),
+                                                                          scores["no_pieces"].mean(axis=1))

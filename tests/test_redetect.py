@@ -364,8 +364,10 @@ def test_a_re_detected_mask_that_does_not_look_like_the_object_is_reported_hidde
 
 @pytest.mark.parametrize("fraction", [0.2, 0.0])
 def test_a_mask_that_collapses_to_a_fragment_leaves_the_search_where_it_was(fraction):
-    """A mask under `collapse_fraction` of the one searched around does not move the search, for
-    up to `collapse_frames` masks in a row; a mask the user prompted always does."""
+    """A mask under `collapse_fraction` of the one searched around, on cells that do not look
+    like the object, does not move the search, for up to `collapse_frames` masks in a row; a
+    fragment that looks like the object (it shrank for real), or a mask the user prompted,
+    always does."""
     config = load_config("samtrack", [f"redetect.collapse_fraction={fraction}", "redetect.collapse_frames=2"])
     pipeline = SamPt(CellFeatureSegmenter(), StillTracker(), config)
 
@@ -374,12 +376,14 @@ def test_a_mask_that_collapses_to_a_fragment_leaves_the_search_where_it_was(frac
         mask[:side, x:x + side] = True
         return mask
 
-    whole, half, fragment = square(0, 40), square(0, 29), square(100, 8)  # 1600, 841, 64 px
-    track = _Track(obj_id=1, mask=whole)
+    whole, half, fragment = square(0, 40), square(0, 29), square(96, 16)  # 1600, 841, 256 px
+    score = np.full((H // 16, W // 16), 0.5, np.float32)
+    score[0, 6] = -0.5  # the fragment's one cell looks like background
+    track = _Track(obj_id=1, mask=whole, score_map=ScoreMap(score=score, cell=(16.0, 16.0)))
     pipeline._move_search(track, prompted=False)
     searched = []
-    for mask in (fragment, fragment, fragment):
-        track.mask = mask
+    for _ in range(3):
+        track.mask = fragment
         pipeline._move_search(track, prompted=False)
         searched.append(track.search_mask is whole)
     # The third fragment in a row is the object's new size (it left the frame, went far).
@@ -388,3 +392,38 @@ def test_a_mask_that_collapses_to_a_fragment_leaves_the_search_where_it_was(frac
         track.mask = mask
         pipeline._move_search(track, prompted=prompted)
         assert track.search_mask is expected
+    track.mask = whole
+    pipeline._move_search(track, prompted=False)
+    track.score_map = ScoreMap(score=np.full_like(score, 0.5), cell=(16.0, 16.0))
+    track.mask = fragment
+    pipeline._move_search(track, prompted=False)
+    assert track.search_mask is fragment  # it looks like the object: where it is now
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.0])
+def test_a_far_piece_that_looks_less_like_the_object_is_dropped(ratio):
+    """Of three pieces, the far one scoring under `piece_ratio` of the most object-like piece is
+    dropped; the close one scoring as low is kept (an object cut in two by an occluder)."""
+    config = load_config("samtrack", [f"redetect.piece_ratio={ratio}", "redetect.piece_cells=2",
+                                      "redetect.piece_gap=0.25", "redetect.piece_min_score=0.08"])
+    pipeline = SamPt(CellFeatureSegmenter(), StillTracker(), config)
+    score = np.full((H // 16, W // 16), -0.5, np.float32)
+    score[:, 0:2] = 0.5  # the object's cells
+    score[:, 2] = score[:, 6:8] = 0.1  # a part beside it, a look-alike far off
+    track = _Track(obj_id=1, score_map=ScoreMap(score=score, cell=(16.0, 16.0)))
+    mask = np.zeros((H, W), bool)
+    mask[:, 0:32] = True  # the object: 2048 px, 11 px of gap allowed
+    mask[:, 36:48] = True  # 4 px from it
+    mask[:, 96:128] = True  # 64 px from it
+    far = np.zeros_like(mask)
+    far[:, 96:128] = True
+    dropped = pipeline._look_alike_pieces(track, mask)
+    if ratio:
+        assert np.array_equal(dropped, far)
+    else:
+        assert dropped is None
+    # With no piece that looks enough like the object, nothing is judged.
+    track.score_map = ScoreMap(score=np.where(score > 0, score / 10, score).astype(np.float32), cell=(16.0, 16.0))
+    assert pipeline._look_alike_pieces(track, mask) is None
+    # Nor is a mask of one piece.
+    assert pipeline._look_alike_pieces(track, mask & ~far & (np.arange(W) < 32)) is None
