@@ -315,9 +315,10 @@ class RedetectConfig:
     search_growth: float = knob(0.0, ge=0)
     # A mask under collapse_fraction of the area of the mask the search is centred on, whose
     # cells score 0 or less on average, is a collapse (the object opened its wings, blurred, and
-    # SAM kept a fragment, often at its edge), not where the object is: the search stays centred on the mask before, for up to
-    # collapse_frames such masks in a row (after that the small mask is taken as the object's
-    # new size: it left the frame, it went far away). 0 = every mask moves the search.
+    # SAM kept a fragment, often at its edge), not where the object is: the search stays centred
+    # on the mask before, for up to collapse_frames such masks in a row (after that the small
+    # mask is taken as the object's new size: it left the frame, it went far away). 0 = every
+    # mask moves the search.
     collapse_fraction: float = knob(0.0, ge=0, le=1)
     collapse_frames: int = knob(2, ge=0, le=100_000)
     # Positives added at the most object-like cells just outside the last mask (a part the mask
