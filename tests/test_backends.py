@@ -3,6 +3,8 @@ OpenVINO where installed and says so; options that cannot apply are refused."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -33,7 +35,8 @@ def test_backend_is_refused_for_pytorch_segmenters():
 
 def test_openvino_encoder_gives_onnxruntimes_embedding(mobilesam_checkpoint, davis16):
     if os.environ.get("SAMTRACK_REQUIRE_OPENVINO") != "1":
-        pytest.importorskip("openvino", reason="the openvino extra is not installed")
+        if not backends.openvino_installed():
+            pytest.skip("the openvino extra is not installed")
     image = load_frame(davis16, "bear", 0)
     out = {}
     for backend in ("onnxruntime", "openvino"):
@@ -53,3 +56,24 @@ def test_auto_backend_is_logged(mobilesam_checkpoint, monkeypatch):
     assert segmenter.backend == "onnxruntime"
     assert ("segmenter mobilesam-onnx: encoder on onnxruntime (auto: OpenVINO is not installed), frames padded to the "
             "square (auto: a --checkpoint pair is fixed to the square)") in lines
+
+
+def test_openvino_is_loaded_without_its_telemetry():
+    """Importing OpenVINO through us sends nothing and forks nothing (its conversion tools fall back
+    to their no-op telemetry stub), and leaves the rest of OpenVINO, and the telemetry package for
+    the user's own import, as usual. In a fresh interpreter: this test process may have loaded it."""
+    if os.environ.get("SAMTRACK_REQUIRE_OPENVINO") != "1" and not backends.openvino_installed():
+        pytest.skip("the openvino extra is not installed")
+    probe = (
+        "import multiprocessing, sys\n"
+        "from samtrack.segmenters.backends import import_openvino\n"
+        "ov = import_openvino()\n"
+        "import openvino.tools.ovc.utils as tools\n"
+        "print(tools.tm.__name__, 'openvino_telemetry' in sys.modules, len(multiprocessing.active_children()),\n"
+        "      callable(ov.convert_model))\n"
+        "import openvino_telemetry\n"
+        "print('importable')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "False", "0", "True", "importable"]

@@ -8,7 +8,9 @@ fp32 inference: where a CPU lacks native bf16 it is emulated and about 20x slowe
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -57,8 +59,7 @@ class OpenVinoSession:
     backend = "openvino"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        import openvino as ov
-
+        ov = import_openvino()
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
@@ -75,9 +76,33 @@ class OpenVinoSession:
         return [np.array(results[port]) for port in self.compiled.outputs]
 
 
+def import_openvino() -> ModuleType:
+    """``openvino`` as if its telemetry package were not installed.
+
+    ``import openvino`` imports its model-conversion tools, and they send a usage event to Intel
+    from a forked process unless the user opted out. A library embedded in an editor should not
+    phone home or fork on its behalf: offline the fork waits on the network and, forked from a
+    threaded process, can outlive it holding its stdout open (a pytest run piped to ``tail`` never
+    ended). With ``openvino_telemetry`` unimportable for this one import, the tools fall back to
+    their built-in no-op stub, as OpenVINO intends when the package is absent; everything else,
+    ``convert_model`` included, loads as usual.
+    """
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    blocked = "openvino_telemetry" not in sys.modules  # the user's own import is theirs to keep
+    if blocked:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # makes its import raise ImportError
+    try:
+        import openvino
+    finally:
+        if blocked:
+            del sys.modules["openvino_telemetry"]
+    return openvino
+
+
 def openvino_installed() -> bool:
     try:
-        import openvino  # noqa: F401
+        import_openvino()
     except ImportError:
         return False
     return True
