@@ -565,14 +565,12 @@ class SamPt:
         if not cfg.verify_parts:
             fraction, cells = track.score_map.object_fraction(mask)
             return mask if cells >= cfg.verify_cells and fraction < cfg.verify_fraction else None
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
         # A piece under this many pixels cannot cover verify_cells cells by half: SAM's specks are
         # skipped without a full-frame pass each.
         least = 0.5 * cfg.verify_cells * track.score_map.cell[0] * track.score_map.cell[1]
-        dropped = np.zeros(count, bool)
-        for piece in np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= least):
-            if piece == 0:
-                continue
+        labels, areas, pieces = _pieces(mask, least)
+        dropped = np.zeros(len(areas), bool)
+        for piece in pieces:
             fraction, cells = track.score_map.object_fraction(labels == piece)
             dropped[piece] = cells >= cfg.verify_cells and fraction < cfg.verify_fraction
         return dropped[labels] if dropped.any() else None
@@ -584,21 +582,20 @@ class SamPt:
         if not cfg.piece_ratio or track.score_map is None or not mask.any():
             return None
         look = track.score_map
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
-        least = cfg.piece_cells * look.cell[0] * look.cell[1]
-        pieces = [piece for piece in range(1, count) if stats[piece, cv2.CC_STAT_AREA] >= least]
+        labels, areas, pieces = _pieces(mask, cfg.piece_cells * look.cell[0] * look.cell[1])
         if len(pieces) < 2:
             return None
-        scores = {piece: look.mean_inside(labels == piece) for piece in pieces}
+        inside = {piece: labels == piece for piece in pieces}
+        scores = {piece: look.mean_inside(pixels) for piece, pixels in inside.items()}
         best = max(scores, key=scores.get)
         if scores[best] < cfg.piece_min_score:
             return None  # no piece looks enough like the object to judge the others by
         weaker = [piece for piece in pieces if scores[piece] < cfg.piece_ratio * scores[best]]
         if not weaker:
             return None
-        distance = cv2.distanceTransform((labels != best).view(np.uint8), cv2.DIST_L2, 3)
-        gap = cfg.piece_gap * np.sqrt(stats[best, cv2.CC_STAT_AREA])
-        far = [piece for piece in weaker if distance[labels == piece].min() > gap]
+        distance = cv2.distanceTransform((~inside[best]).view(np.uint8), cv2.DIST_L2, 3)
+        gap = cfg.piece_gap * np.sqrt(areas[best])
+        far = [piece for piece in weaker if distance[inside[piece]].min() > gap]
         return np.isin(labels, far) if far else None
 
     def _flow_overgrown(self, track: _Track, logits: np.ndarray) -> bool:
@@ -703,6 +700,14 @@ def merge_logits(logits: dict[int, np.ndarray], size: tuple[int, int], floor: fl
     foreground = np.take_along_axis(stack, best[None], axis=0)[0] > floor
     label_map[foreground] = ids[best[foreground]]
     return label_map
+
+
+def _pieces(mask: np.ndarray, least: float) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """A bool mask's 8-connected pieces: the label map, each label's area in pixels (label 0 is
+    the background), and the labels of the pieces of at least ``least`` pixels."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    areas = stats[:, cv2.CC_STAT_AREA]
+    return labels, areas, [piece for piece in range(1, count) if areas[piece] >= least]
 
 
 def _either(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
