@@ -84,8 +84,9 @@ def import_openvino() -> ModuleType:
     phone home or fork on its behalf: offline the fork waits on the network and, forked from a
     threaded process, can outlive it holding its stdout open (a pytest run piped to ``tail`` never
     ended). With ``openvino_telemetry`` unimportable for this one import, the tools fall back to
-    their built-in no-op stub, as OpenVINO intends when the package is absent; everything else,
-    ``convert_model`` included, loads as usual.
+    their built-in no-op stub, as OpenVINO intends when the package is absent, and keep it for the
+    process; everything else, ``convert_model`` included, loads as usual. An app that imported
+    openvino first keeps its telemetry as the user set it.
     """
     if "openvino" in sys.modules:
         return sys.modules["openvino"]
