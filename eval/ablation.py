@@ -115,7 +115,8 @@ _GROW = (*_SAMTRACK_1000, *_GRID, "--set", "decode.multimask=grow")
 _Q_GROW = (*_CANDIDATE, *_GRID, "--set", "flow.longest_side=427", "--set", "decode.multimask=grow")
 _HIDE = (*_GROW, "--set", "decode.trim_fraction=0.3", "--set", "redetect.hide_fraction=0.8")
 _COLLAPSE = (*_HIDE, "--set", "redetect.relearn_growth=4", "--set", "redetect.collapse_fraction=0.2")
-_Q_COLLAPSE = (*_Q_GROW, "--set", "redetect.hide_fraction=0.8", "--set", "redetect.collapse_fraction=0.2")
+_Q_HIDE = (*_Q_GROW, "--set", "redetect.hide_fraction=0.8")
+_Q_COLLAPSE = (*_Q_HIDE, "--set", "redetect.collapse_fraction=0.2")
 _LOOP_VARIANTS = (
     Variant("base", "samtrack preset as issue 13 found it (K-Medoids on 1000 random pixels): MobileSAM ONNX unpadded, "
             "OpenVINO", _SAMTRACK_1000),
@@ -181,7 +182,7 @@ _LOOP_VARIANTS = (
     Variant("hide", "grow_trim + an object whose tracker kept under 3 positives is reported hidden unless 80% of "
             "its mask's cells look like it (redetect.hide_fraction=0.8): the samtrack preset before relearn4",
             _HIDE),
-    Variant("q_hide", "q_grow + redetect.hide_fraction=0.8", (*_Q_GROW, "--set", "redetect.hide_fraction=0.8")),
+    Variant("q_hide", "q_grow + redetect.hide_fraction=0.8", _Q_HIDE),
     Variant("relearn4", "hide + the object's look learnt again each time its mask covers 4x the area it had when "
             "last learnt (redetect.relearn_growth=4): the samtrack preset before collapse",
             (*_HIDE, "--set", "redetect.relearn_growth=4")),
@@ -195,8 +196,7 @@ _LOOP_VARIANTS = (
     Variant("q_pieces", "q_collapse + redetect.piece_ratio=0.5", (*_Q_COLLAPSE, "--set", "redetect.piece_ratio=0.5")),
     Variant("relearn2", "relearn4 at 2x (redetect.relearn_growth=2)",
             (*_HIDE, "--set", "redetect.relearn_growth=2")),
-    Variant("q_relearn4", "q_hide + redetect.relearn_growth=4",
-            (*_Q_GROW, "--set", "redetect.hide_fraction=0.8", "--set", "redetect.relearn_growth=4")),
+    Variant("q_relearn4", "q_hide + redetect.relearn_growth=4", (*_Q_HIDE, "--set", "redetect.relearn_growth=4")),
 )
 # Rows also run at sampling seeds 1 and 2 (the loop's run-to-run spread).
 _SEEDED = ("base", "c_mi_look_p16", "c_upd", "km_grid400", "km_grid600", "q_grid_flow427", "holes2", "q_holes2", "grow",
